@@ -1,0 +1,81 @@
+"""Command-line entry point.
+
+  python -m nao_jax.main --config=configs/<experiment>.py --workdir=DIR \
+      [--config.<field>=<value> ...]
+
+Writes the resolved config to ``DIR/config.json`` and runs ``config.job``.
+Bad flags or config values end with one line naming the field and the fix.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from nao_jax import configuration
+from nao_jax import jobs
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/nb201.py; any field "
+    "can be overridden with --config.<field>=<value>.", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for config.json, history, checkpoints and plots.")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags, turning absl's and ml_collections' failures into one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    # ml_collections raises these for an override of a field the config lacks.
+    field = str(e).strip("'\"")
+    given = [a for a in argv[1:] if a.startswith("--config.") and field in a]
+    _fail(f"unknown config field {field!r} (from {given[0] if given else 'a --config flag'}); "
+          "remove it or use a field that the config file defines.")
+  except (flags.Error, ValueError, TypeError) as e:
+    message = _last_line(str(e)).rstrip(".")
+    if "workdir" in message:
+      _fail(f"{message}. Pass --workdir=DIR (created if missing).")
+    _fail(f"{message}. Fix that flag (--config=FILE.py, --config.<field>=<value>).")
+
+
+def _last_line(message: str) -> str:
+  """The flag name plus the final line of a message that embeds a traceback."""
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  if len(lines) <= 1:
+    return message.strip()
+  return f"{lines[0].split(':')[0]}: {lines[-1]}"
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}; settings go in --config.<field>=<value>.")
+  if not _WORKDIR.value:
+    _fail("--workdir is required: pass --workdir=DIR (created if missing).")
+  if _CONFIG.value is None:
+    _fail("--config is required: pass --config=configs/<experiment>.py.")
+  try:
+    config = _CONFIG.value
+    config.get("job")  # A config file that failed to load raises here.
+  except (OSError, AttributeError) as e:
+    _fail(f"--config: {_last_line(str(e))}; pass --config=configs/<experiment>.py.")
+  logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
+               jax.process_index(), jax.process_count(), jax.local_devices())
+  try:
+    job = jobs.get(config)
+    configuration.write_resolved(config, _WORKDIR.value)
+    job(config, _WORKDIR.value)
+  except configuration.ConfigError as e:
+    _fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,52 @@
+"""The ``sample`` job: draw architectures from a search space and write them.
+
+Writes ``workdir/archs.jsonl`` (one line per arch: index, hash, JSON, string,
+tokens) and prints a summary of the space. Useful to make a seed pool and to
+see what a space's settings produce.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from nao_jax import configuration
+from nao_jax import spaces
+
+
+def space_size(space: spaces.SearchSpace) -> float:
+  """Number of token sequences (ordered, symmetric duplicates counted)."""
+  return math.prod(float(s) for s in space.sizes)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Samples ``config.num_samples`` archs with ``config.seed`` into the workdir."""
+  with configuration.section("space"):
+    space = spaces.from_config(config.space)
+  if config.num_samples < 1:
+    raise configuration.ConfigError(
+        f"config.num_samples: must be >= 1, got {config.num_samples}.")
+  rng = np.random.default_rng(config.seed)
+  archs = space.sample(rng, config.num_samples)
+  path = os.path.join(workdir, "archs.jsonl")
+  temporary = path + ".tmp"
+  with open(temporary, "w") as f:
+    for index, arch in enumerate(archs):
+      record = {"index": index, "hash": space.arch_hash(arch),
+                "arch": json.loads(space.to_json(arch)),
+                "string": space.to_string(arch),
+                "tokens": space.encode(arch).tolist()}
+      f.write(json.dumps(record) + "\n")
+  os.replace(temporary, path)
+  distinct = len({space.arch_hash(a) for a in archs})
+  print(f"space {space.signature()}: {space.length} tokens, vocab {space.vocab_size}, "
+        f"{space_size(space):.3g} sequences, {len(space.symmetry_permutations())} symmetries")
+  for arch in archs[:3]:
+    print(f"  {space.to_string(arch)}")
+  print(f"wrote {len(archs)} archs ({distinct} distinct up to symmetry) to {path}")
+  logging.info("sample job done: %s", path)
