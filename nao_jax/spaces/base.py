@@ -214,3 +214,17 @@ def check_int(value: Any, low: int, high: int, where: str, meaning: str) -> int:
   if not low <= value <= high:
     raise ValueError(f"{where}: {meaning} {value} is out of range; allowed {low}..{high}.")
   return int(value)
+
+
+def parse_reference_ints(text: str | Sequence[int], length: int, where: str) -> list[int]:
+  """The ``length`` integers of a published arch string (``/`` may separate cells)."""
+  if isinstance(text, str):
+    try:
+      ints = [int(t) for t in text.replace("/", " ").split()]
+    except ValueError:
+      raise ValueError(f"{where}: reference string must hold integers, got {text!r:.200}.") from None
+  else:
+    ints = [int(t) for t in text]
+  if len(ints) != length:
+    raise ValueError(f"{where}: a reference string has {length} integers, got {len(ints)}.")
+  return ints

@@ -270,15 +270,7 @@ class NasnetSpace(base.SearchSpace[NasnetArch]):
   def from_reference(self, text: str | Sequence[int]) -> NasnetArch:
     """Parses the reference's ``in1 op1 in2 op2 ...`` integers (normal cell then
     reduction cell, ``/`` optional between them), ops in reference ids."""
-    if isinstance(text, str):
-      try:
-        ints = [int(t) for t in text.replace("/", " ").split()]
-      except ValueError:
-        raise ValueError(f"nasnet: reference string must hold integers, got {text!r:.200}.") from None
-    else:
-      ints = [int(t) for t in text]
-    if len(ints) != self.length:
-      raise ValueError(f"nasnet: a reference string has {self.length} integers, got {len(ints)}.")
+    ints = base.parse_reference_ints(text, self.length, "nasnet")
     offset = self.op_set.reference_offset
     values = [v - offset if p % 2 else v for p, v in enumerate(ints)]
     return self.check(self.from_values(values))

@@ -131,15 +131,7 @@ class RnnSpace(base.SearchSpace[RnnArch]):
 
   def from_reference(self, text: str | Sequence[int]) -> RnnArch:
     """Parses the reference's ``p1 a1 p2 a2 ...`` integers (ids in this order)."""
-    if isinstance(text, str):
-      try:
-        ints = [int(t) for t in text.split()]
-      except ValueError:
-        raise ValueError(f"rnn: reference string must hold integers, got {text!r:.200}.") from None
-    else:
-      ints = [int(t) for t in text]
-    if len(ints) != self.length:
-      raise ValueError(f"rnn: a reference string has {self.length} integers, got {len(ints)}.")
+    ints = base.parse_reference_ints(text, self.length, "rnn")
     return self.check(self.from_values(ints))
 
   def to_reference(self, arch: RnnArch) -> str:
