@@ -7,6 +7,7 @@ space by name; ``known.get('NAONet-A')`` gives a published architecture.
 from typing import Any, Callable
 
 from nao_jax.spaces.base import SearchSpace
+from nao_jax.spaces.macro import MacroArch, MacroSpace
 from nao_jax.spaces.nasnet import NasnetArch, NasnetSpace, Node, loose_ends
 from nao_jax.spaces.nb201 import Nb201Arch, Nb201Space
 from nao_jax.spaces.rnn import RnnArch, RnnNode, RnnSpace
@@ -15,6 +16,7 @@ SPACES: dict[str, Callable[..., SearchSpace]] = {
     "nasnet": NasnetSpace,
     "nb201": Nb201Space,
     "rnn": RnnSpace,
+    "macro": MacroSpace,
 }
 
 

@@ -1,0 +1,93 @@
+"""``workdir/history.jsonl``: one JSON line per evaluated architecture.
+
+Lines are appended, flushed and fsynced one at a time, so a crash loses at most
+the line being written. ``read`` detects a truncated or corrupt *last* line
+(the only one a crash can damage), moves it to ``history.jsonl.corrupt`` and
+truncates the file to the intact lines; a damaged line elsewhere means the
+file was edited, and raises a ``ValueError`` naming the line.
+
+A record holds: ``index`` (0-based evaluation number), ``round``, ``hash``,
+``arch`` (the space's JSON), ``string``, ``tokens``, ``score`` (search
+metric), ``report`` (reported metrics), ``cost``, ``time`` (unix seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+
+REQUIRED_FIELDS = ("index", "round", "hash", "tokens", "score", "report", "cost")
+
+
+def _parse(line: bytes, number: int) -> dict[str, Any]:
+  record = json.loads(line)
+  if not isinstance(record, dict) or any(f not in record for f in REQUIRED_FIELDS):
+    raise ValueError(f"line {number} lacks one of the fields {REQUIRED_FIELDS}")
+  if record["index"] != number - 1:
+    raise ValueError(f"line {number} has index {record['index']}, expected {number - 1}")
+  return record
+
+
+def read(path: str) -> list[dict[str, Any]]:
+  """The records of ``path`` (``[]`` if missing), repairing a damaged last line."""
+  if not os.path.exists(path):
+    return []
+  with open(path, "rb") as f:
+    data = f.read()
+  lines = data.split(b"\n")
+  complete, tail = lines[:-1], lines[-1]  # tail: text after the last newline.
+  records, good_bytes = [], 0
+  for number, line in enumerate(complete, start=1):
+    try:
+      records.append(_parse(line, number))
+    except ValueError as e:  # json.JSONDecodeError is a ValueError.
+      if number < len(complete) or tail:
+        raise ValueError(
+            f"{path}: line {number} is corrupt ({e}) and is not the last line, so it was not "
+            f"written by an interrupted append. Restore the file or start a new workdir.") from None
+      tail = line + b"\n"
+      break
+    good_bytes += len(line) + 1
+  if tail:
+    _quarantine(path, data[good_bytes:], good_bytes)
+  return records
+
+
+def _quarantine(path: str, damaged: bytes, good_bytes: int) -> None:
+  """Moves the damaged last line to ``path.corrupt`` and truncates ``path``."""
+  with open(path + ".corrupt", "ab") as f:
+    f.write(damaged if damaged.endswith(b"\n") else damaged + b"\n")
+    f.flush()
+    os.fsync(f.fileno())
+  with open(path, "r+b") as f:
+    f.truncate(good_bytes)
+    f.flush()
+    os.fsync(f.fileno())
+  logging.warning("%s: the last line was truncated or corrupt (an interrupted write); moved "
+                  "it to %s.corrupt and kept the %d bytes before it.", path, path, good_bytes)
+  print(f"warning: {path}: damaged last line moved to {path}.corrupt; it will be re-evaluated.")
+
+
+class Writer:
+  """Appends records to ``path``, each flushed and fsynced before ``append`` returns."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._file = open(path, "a", encoding="utf-8")
+
+  def append(self, record: dict[str, Any]) -> None:
+    self._file.write(json.dumps(record, sort_keys=True) + "\n")
+    self._file.flush()
+    os.fsync(self._file.fileno())
+
+  def close(self) -> None:
+    self._file.close()
+
+  def __enter__(self) -> "Writer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

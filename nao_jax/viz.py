@@ -1,0 +1,71 @@
+"""Plots (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def best_so_far(records: Sequence[dict[str, Any]], report_metric: str) -> tuple[np.ndarray, np.ndarray]:
+  """Best search score after each evaluation and the reported metric of that best
+  arch: float ``[N]`` each (ties keep the earlier arch)."""
+  best_score, best_report, scores, reports = -np.inf, np.nan, [], []
+  for record in records:
+    if record["score"] > best_score:
+      best_score, best_report = record["score"], record["report"].get(report_metric, np.nan)
+    scores.append(best_score)
+    reports.append(best_report)
+  return np.asarray(scores), np.asarray(reports)
+
+
+def plot_search(records: Sequence[dict[str, Any]], path: str, search_metric: str,
+                report_metric: str, title: str = "") -> str:
+  """Writes a PNG of best-so-far search score (and its reported metric) against
+  evaluations; returns ``path``."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  scores, reports = best_so_far(records, report_metric)
+  steps = np.arange(1, len(records) + 1)
+  figure, axis = plt.subplots(figsize=(6, 4))
+  axis.plot(steps, [r["score"] for r in records], ".", color="0.7", label="evaluated")
+  axis.step(steps, scores, where="post", label=f"best {search_metric}")
+  axis.step(steps, reports, where="post", label=f"{report_metric} of the best")
+  axis.set_xlabel("evaluations")
+  axis.set_ylabel("accuracy")
+  if len(records):
+    low = np.nanpercentile([r["score"] for r in records], 25)
+    high = np.nanmax(np.concatenate([scores, reports]))
+    axis.set_ylim(low, high + 0.05 * (high - low + 1e-9))
+  axis.set_title(title)
+  axis.grid(alpha=0.3)
+  axis.legend(loc="lower right")
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str,
+                ylabel: str, title: str = "", optimum: float | None = None) -> str:
+  """Mean curves with bands: ``curves[name] = (x [N], mean [N], half_width [N])``."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  figure, axis = plt.subplots(figsize=(7, 4.5))
+  for name, (x, mean, half_width) in curves.items():
+    axis.plot(x, mean, label=name)
+    axis.fill_between(x, mean - half_width, mean + half_width, alpha=0.2)
+  if optimum is not None:
+    axis.axhline(optimum, color="k", linestyle="--", linewidth=0.8, label="optimum")
+  axis.set_xlabel("evaluations")
+  axis.set_ylabel(ylabel)
+  axis.set_title(title)
+  axis.grid(alpha=0.3)
+  axis.legend(loc="lower right")
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path

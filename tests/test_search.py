@@ -1,0 +1,171 @@
+"""The search driver: history, resume == uninterrupted (also after SIGKILL), damaged history."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nao_jax import configuration
+from nao_jax import history
+from nao_jax import search
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO))
+from configs import nb201 as nb201_config  # noqa: E402
+
+
+def small_config(strategy, **overrides):
+  config = nb201_config.get_config("small")
+  config.strategy = strategy
+  for field, value in overrides.items():
+    config[field] = value
+  return config
+
+
+def stable(records):
+  """History records without their wall-clock times."""
+  return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+
+def read_history(workdir):
+  return history.read(os.path.join(workdir, "history.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, nb201_table_path):
+  """Uninterrupted small runs, per strategy: (history records, best_arch.json)."""
+  del nb201_table_path  # Only to skip when the table is missing.
+  runs = {}
+
+  def get(strategy):
+    if strategy not in runs:
+      workdir = str(tmp_path_factory.mktemp(f"full_{strategy}"))
+      search.run(small_config(strategy), workdir)
+      with open(os.path.join(workdir, "best_arch.json")) as f:
+        runs[strategy] = (read_history(workdir), json.load(f))
+    return runs[strategy]
+  return get
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce"])
+def test_run_writes_history_best_and_plot(strategy, uninterrupted, tmp_path):
+  records, best = uninterrupted(strategy)
+  assert [r["index"] for r in records] == list(range(30))
+  assert len({r["hash"] for r in records}) == 30
+  top = max(records, key=lambda r: r["score"])
+  assert best["c10v_valid_200"] == top["score"] and best["string"] == top["string"]
+  assert best["c10_test_200"] == top["report"]["c10_test_200"]
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "reinforce"])
+def test_resume_with_a_larger_budget_equals_one_run(strategy, uninterrupted, tmp_path):
+  # 10 is a whole number of rounds: a smaller last round would change the run.
+  workdir = str(tmp_path)
+  search.run(small_config(strategy, budget=10), workdir)
+  assert len(read_history(workdir)) == 10
+  search.run(small_config(strategy), workdir)
+  assert stable(read_history(workdir)) == stable(uninterrupted(strategy)[0])
+
+
+def test_resume_replays_history_after_the_checkpoint_and_repairs_a_torn_line(
+    uninterrupted, tmp_path):
+  full, best = uninterrupted("reinforce")
+  workdir = str(tmp_path)
+  search.run(small_config("reinforce", budget=10), workdir)
+  # Evaluations 10..17 recorded after the last checkpoint, then a torn write.
+  path = os.path.join(workdir, "history.jsonl")
+  with open(path, "a") as f:
+    for record in full[10:18]:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+    f.write(json.dumps(full[18])[:40])
+  search.run(small_config("reinforce"), workdir)
+  assert stable(read_history(workdir)) == stable(full)
+  with open(path + ".corrupt") as f:
+    assert f.read() == json.dumps(full[18])[:40] + "\n"
+  with open(os.path.join(workdir, "best_arch.json")) as f:
+    assert json.load(f) == best
+
+
+def test_history_reader_handles_damaged_lines(tmp_path):
+  path = str(tmp_path / "history.jsonl")
+  records = [{"index": i, "round": 0, "hash": str(i), "tokens": [i], "score": float(i),
+              "report": {}, "cost": 1.0} for i in range(3)]
+  with history.Writer(path) as writer:
+    for record in records:
+      writer.append(record)
+  with open(path, "a") as f:
+    f.write('{"index": 3, "rou')  # Torn write.
+  assert history.read(path) == records
+  assert history.read(path) == records  # Already repaired: nothing more is moved.
+  with open(path, "a") as f:
+    f.write("garbage line\n")  # A complete but corrupt last line.
+  assert history.read(path) == records
+  with open(path + ".corrupt") as f:
+    assert f.read().splitlines() == ['{"index": 3, "rou', "garbage line"]
+  lines = open(path).read().splitlines()
+  lines[1] = "{broken"
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with pytest.raises(ValueError, match="line 2 is corrupt"):
+    history.read(path)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, nb201_table_path):
+  del nb201_table_path
+  search.run(small_config("evolution", budget=3), str(tmp_path))
+  config = small_config("evolution")
+  config.evolution.tournament = 2
+  with pytest.raises(configuration.ConfigError, match="different settings"):
+    search.run(config, str(tmp_path))
+
+
+def test_bad_config_fields_raise_config_errors(nb201_table_path):
+  del nb201_table_path
+  with pytest.raises(configuration.ConfigError, match="config.strategy: unknown strategy"):
+    search.setup(small_config("bayesopt"))
+  config = small_config("evolution")
+  config.evolution.population = 0
+  with pytest.raises(configuration.ConfigError, match="config.evolution: population"):
+    search.setup(config)
+  config = small_config("random")
+  config.evaluator.path = "/nonexistent/nb201_acc.npz"
+  with pytest.raises(configuration.ConfigError, match="config.evaluator: path"):
+    search.setup(config)
+
+
+def _run_and_kill(workdir, strategy, kill_at_lines):
+  """Runs the CLI; SIGKILLs it once history.jsonl has ``kill_at_lines`` lines
+  (None: let it finish). Returns the exit code."""
+  command = [sys.executable, "-m", "nao_jax.main", "--config=configs/nb201.py:small",
+             f"--workdir={workdir}", f"--config.strategy={strategy}",
+             "--config.evaluator.seconds_per_query=0.05"]
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  path = os.path.join(workdir, "history.jsonl")
+  while kill_at_lines is not None and process.poll() is None:
+    if os.path.exists(path) and open(path, "rb").read().count(b"\n") >= kill_at_lines:
+      process.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.005)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode in (0, -signal.SIGKILL), stderr.decode()[-2000:]
+  return process.returncode
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["reinforce"])
+def test_sigkill_mid_round_then_resume_equals_uninterrupted(strategy, uninterrupted, tmp_path):
+  full, best = uninterrupted(strategy)
+  workdir = str(tmp_path)
+  kills = 0
+  for lines in (3, 13, 22):  # Mid round 0 (no checkpoint yet), mid round 2, mid round 4.
+    kills += _run_and_kill(workdir, strategy, lines) == -signal.SIGKILL
+  assert kills >= 2
+  assert _run_and_kill(workdir, strategy, None) == 0
+  assert stable(read_history(workdir)) == stable(full)
+  with open(os.path.join(workdir, "best_arch.json")) as f:
+    assert json.load(f) == best
