@@ -278,7 +278,7 @@ def test_rnn_rejects_bad_archs():
 
 
 def test_registry_errors_list_the_choices():
-  with pytest.raises(ValueError, match=r"unknown search space 'darts'; choose one of \['nasnet', 'nb201', 'rnn'\]"):
+  with pytest.raises(ValueError, match=r"unknown search space 'darts'; choose one of \['macro', 'nasnet', 'nb201', 'rnn'\]"):
     spaces.get("darts")
   with pytest.raises(ValueError, match="unknown op set"):
     spaces.get("nasnet", ops="ws7")
