@@ -79,16 +79,67 @@ class LSTMParams(nn.Module):
             self.param("bias", init, (four_h,)))
 
 
-def run_lstm(projected_inputs: Array, hidden_kernel: Array, state: tuple[Array, Array]
-             ) -> Array:
-  """Runs the recurrence over pre-projected inputs ``[B, T, 4H]``; returns ``[B, T, H]``."""
+def _lstm_forward(projected_inputs: Array, hidden_kernel: Array, state: tuple[Array, Array]):
+  """Scan over time-major inputs ``[T, B, 4H]``; returns outputs and the residuals."""
 
   def step(carry, x):
     hidden, cell = carry
-    hidden, cell = _lstm_update(x + hidden @ hidden_kernel, cell)
-    return (hidden, cell), hidden
+    i, f, g, o = jnp.split(x + hidden @ hidden_kernel, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    new_cell = f * cell + i * g
+    tanh_cell = jnp.tanh(new_cell)
+    new_hidden = o * tanh_cell
+    return (new_hidden, new_cell), (new_hidden, (cell, i, f, g, o, tanh_cell))
 
-  _, outputs = jax.lax.scan(step, state, jnp.swapaxes(projected_inputs, 0, 1))
+  _, (outputs, residuals) = jax.lax.scan(step, state, projected_inputs)
+  return outputs, residuals
+
+
+@jax.custom_vjp
+def _lstm_time_major(projected_inputs: Array, hidden_kernel: Array, state: tuple[Array, Array]
+                     ) -> Array:
+  return _lstm_forward(projected_inputs, hidden_kernel, state)[0]
+
+
+def _lstm_fwd(projected_inputs, hidden_kernel, state):
+  outputs, residuals = _lstm_forward(projected_inputs, hidden_kernel, state)
+  previous_hidden = jnp.concatenate([state[0][None], outputs[:-1]])
+  return outputs, (hidden_kernel, previous_hidden, residuals)
+
+
+def _lstm_bwd(saved, output_cotangents):
+  """Reverse scan for the gate cotangents; the kernel's gradient is one matmul after it."""
+  hidden_kernel, previous_hidden, residuals = saved
+
+  def step(carry, inputs):
+    d_hidden_next, d_cell_next = carry
+    d_output, (cell, i, f, g, o, tanh_cell) = inputs
+    d_hidden = d_output + d_hidden_next
+    d_cell = d_cell_next + d_hidden * o * (1.0 - tanh_cell ** 2)
+    d_gates = jnp.concatenate([d_cell * g * i * (1.0 - i), d_cell * cell * f * (1.0 - f),
+                               d_cell * i * (1.0 - g ** 2),
+                               d_hidden * tanh_cell * o * (1.0 - o)], axis=-1)
+    return (d_gates @ hidden_kernel.T, d_cell * f), d_gates
+
+  zeros = jnp.zeros_like(output_cotangents[0])
+  (d_hidden0, d_cell0), d_gates = jax.lax.scan(
+      step, (zeros, zeros), (output_cotangents, residuals), reverse=True)
+  d_kernel = jnp.einsum("tbh,tbg->hg", previous_hidden, d_gates)
+  return d_gates, d_kernel, (d_hidden0, d_cell0)
+
+
+_lstm_time_major.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+def run_lstm(projected_inputs: Array, hidden_kernel: Array, state: tuple[Array, Array]
+             ) -> Array:
+  """Runs the recurrence over pre-projected inputs ``[B, T, 4H]``; returns ``[B, T, H]``.
+
+  The initial ``state`` is ``(hidden, cell)``, each ``[B, H]``. Its custom VJP
+  computes the hidden kernel's gradient as one matmul after the reverse scan
+  (autodiff of ``scan`` would accumulate it step by step).
+  """
+  outputs = _lstm_time_major(jnp.swapaxes(projected_inputs, 0, 1), hidden_kernel, state)
   return jnp.swapaxes(outputs, 0, 1)
 
 

@@ -4,11 +4,10 @@ The step moves the normalised encoder outputs ``O [B, T, H]`` up the predicted
 score: ``O' = normalise_t(O + step_size * d(sum_b pred_b)/dO)`` (higher is
 always better here: targets are oriented by ``fit``'s ``maximize``, reference
 §9.1), then decodes greedily under the space's ``allowed`` mask. One compiled
-call per seed batch does encode + gradient + decode + prediction of the
-decoded sequences, for any step size (a traced scalar). ``generate`` runs the
-host loop over ``step_size = 1, 2, ...``, de-duplicating by canonical hash
-against every architecture ever seen (fixes §9.9), and reports honestly when
-fewer than ``num_new`` were found (§9.10).
+call per seed batch does encode + gradient + decode, for any step size (a
+traced scalar). ``generate`` runs the host loop over ``step_size = 1, 2, ...``,
+de-duplicating by canonical hash against every architecture ever seen (fixes
+§9.9), and reports honestly when fewer than ``num_new`` were found (§9.10).
 """
 
 from __future__ import annotations
@@ -57,20 +56,17 @@ def _reconstruct_compiled(state: ControllerState, tokens: Array) -> Array:
 
 
 @jax.jit
-def step_and_decode(state: ControllerState, tokens: Array, step_size: Array
-                    ) -> tuple[Array, Array]:
-  """One step-size pass: seeds int32 ``[B, L]`` -> (new tokens ``[B, L]``, their preds ``[B]``).
+def step_and_decode(state: ControllerState, tokens: Array, step_size: Array) -> Array:
+  """One step-size pass (encode + gradient step + masked greedy decode).
 
-  The predictions are of the decoded sequences re-encoded, i.e. what ``predict``
-  would say about the new architectures.
+  Seeds int32 ``[B, L]`` -> new tokens int32 ``[B, L]``; ``step_size`` is traced,
+  so every step size reuses one compilation.
   """
   train_lib._count_trace("step_and_decode")
   apply, params = state.apply_fn, {"params": state.params}
   outputs = apply(params, tokens, method="encode")
   moved = move_encoder_outputs(apply, state.params, outputs, step_size)
-  new_tokens = apply(params, moved, state.allowed, method="decode_greedy")
-  new_outputs = apply(params, new_tokens, method="encode")
-  return new_tokens, apply(params, new_outputs, method="predict")
+  return apply(params, moved, state.allowed, method="decode_greedy")
 
 
 def _batched(state: ControllerState, function, tokens: np.ndarray, *args) -> list[np.ndarray]:
@@ -133,18 +129,17 @@ def generate(state: ControllerState, space: base.SearchSpace, seed_tokens: np.nd
   for step_size in range(1, max_step_size + 1):
     if len(new_tokens) >= num_new:
       break
-    for tokens, preds in _batched(state, step_and_decode, seed_tokens, jnp.float32(step_size)):
-      for row, pred in zip(tokens, preds):
+    for tokens in _batched(state, step_and_decode, seed_tokens, jnp.float32(step_size)):
+      for row in tokens:
         arch_hash = space.arch_hash(space.decode(row))
-        if arch_hash in seen:
-          continue
-        seen.add(arch_hash)
-        new_tokens.append(row)
-        new_preds.append(pred)
-        if len(new_tokens) >= num_new:
-          break
+        if arch_hash not in seen:
+          seen.add(arch_hash)
+          new_tokens.append(row)
+          if len(new_tokens) >= num_new:
+            break
       if len(new_tokens) >= num_new:
         break
   if not new_tokens:
     return np.zeros((0, space.length), np.int32), np.zeros((0,), np.float32)
-  return np.stack(new_tokens).astype(np.int32), np.asarray(new_preds, np.float32)
+  new_tokens = np.stack(new_tokens).astype(np.int32)
+  return new_tokens, predict(state, new_tokens)
