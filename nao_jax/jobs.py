@@ -18,6 +18,7 @@ Job = Callable[[ml_collections.ConfigDict, str], None]
 # job name -> module whose ``run(config, workdir)`` carries it out.
 JOBS = {
     "sample": "nao_jax.sample",
+    "train": "nao_jax.training.loop",
     "search": "nao_jax.search",
 }
 

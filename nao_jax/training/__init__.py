@@ -1,0 +1,1 @@
+"""Data-parallel child training: the per-device step and the train loop."""

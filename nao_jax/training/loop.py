@@ -1,0 +1,269 @@
+"""The ``train`` job: train one architecture data-parallel on all local devices.
+
+``run(config, workdir)`` trains ``config.arch`` (a published name such as
+``NAONet-A`` or the path of a ``best_arch.json``) on ``config.data`` with the
+reference's recipe (§7.1), checkpointing every epoch (and on SIGTERM) under
+``workdir/checkpoints`` and resuming from there exactly. Writes TensorBoard
+events to ``workdir/tensorboard`` and ``workdir/results.json`` at the end. The
+test set is evaluated once, after the last epoch; nothing is chosen by it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+from absl import logging
+from etils import epath
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nao_jax import checkpoint
+from nao_jax import configuration
+from nao_jax import data as data_lib
+from nao_jax import models
+from nao_jax import spaces
+from nao_jax.spaces import known
+from nao_jax.training import step as step_lib
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM after saving a checkpoint; rerun to resume."""
+
+
+def resolve_arch(arch: str) -> tuple[spaces.NasnetSpace, spaces.NasnetArch]:
+  """``(space, arch)`` of a published name (``known.NAMES``) or of a JSON file
+  written by ``space.to_json`` (e.g. a search's ``best_arch.json``)."""
+  if arch in known.NAMES:
+    return known.get(arch)
+  if not os.path.exists(arch):
+    raise ValueError(f"{arch!r} is neither a known architecture {list(known.NAMES)} nor an "
+                     "existing best_arch.json file.")
+  with open(arch) as f:
+    text = f.read()
+  try:
+    record = json.loads(text)
+    signature = record["space"]
+  except (json.JSONDecodeError, KeyError, TypeError):
+    raise ValueError(f"{arch}: expected a JSON object with a 'space' field "
+                     "(as written by space.to_json).") from None
+  settings = dict(item.split("=") for item in
+                  signature.removeprefix("nasnet(").removesuffix(")").split(",") if "=" in item)
+  if not signature.startswith("nasnet(") or set(settings) != {"nodes", "ops"}:
+    raise ValueError(f"{arch}: space {signature!r} is not a nasnet space; child training "
+                     "trains nasnet architectures.")
+  space = spaces.get("nasnet", nodes=int(settings["nodes"]), ops=settings["ops"])
+  fields = {k: record[k] for k in ("space", "normal", "reduction") if k in record}
+  return space, space.from_json(json.dumps(fields))
+
+
+def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  train = config.train
+  checks = [
+      ("train.epochs", train.epochs >= 1, "must be >= 1"),
+      ("train.batch_size", train.batch_size % num_devices == 0 and train.batch_size > 0,
+       f"must be a positive multiple of the {num_devices} devices in use"),
+      ("train.eval_batch_size", train.eval_batch_size % num_devices == 0
+       and train.eval_batch_size > 0, f"must be a positive multiple of {num_devices} devices"),
+      ("train.learning_rate", train.learning_rate > 0, "must be > 0"),
+      ("train.dtype", train.dtype in DTYPES, f"choose one of {list(DTYPES)}"),
+      ("model.drop_path_keep_prob", 0 < config.model.drop_path_keep_prob <= 1, "must be in (0, 1]"),
+      ("model.dropout_keep_prob", 0 < config.model.dropout_keep_prob <= 1, "must be in (0, 1]"),
+      ("model.features", config.model.features >= 2 and config.model.features % 2 == 0,
+       "must be an even number >= 2"),
+      ("model.num_cells", config.model.num_cells >= 1, "must be >= 1"),
+  ]
+  for field, ok, fix in checks:
+    if not ok:
+      section, name = field.split(".")
+      raise configuration.ConfigError(f"config.{field}: {fix} (got {config[section][name]!r}).")
+
+
+def _devices(config: ml_collections.ConfigDict) -> list[Any]:
+  local = jax.local_devices()
+  wanted = config.train.num_devices or len(local)
+  if not 1 <= wanted <= len(local) or (jax.process_count() > 1 and wanted != len(local)):
+    raise configuration.ConfigError(
+        f"config.train.num_devices: {config.train.num_devices} but this host has "
+        f"{len(local)} devices; use 0 (all) or 1..{len(local)} (all on multi-host runs).")
+  return local[:wanted]
+
+
+def _host_batch(split: data_lib.Split, indices: np.ndarray, devices: int) -> dict[str, np.ndarray]:
+  """This host's share of a global batch, ``[devices, per_device, ...]``."""
+  share = len(indices) // jax.process_count()
+  mine = indices[jax.process_index() * share:(jax.process_index() + 1) * share]
+  batch = split.take(mine)
+  return {"images": batch.images.reshape(devices, -1, *batch.images.shape[1:]),
+          "labels": batch.labels.reshape(devices, -1)}
+
+
+def evaluate(eval_fn, state, split: data_lib.Split, global_batch: int, devices: int) -> float:
+  """Accuracy on ``split`` (padded to whole global batches, padding masked out)."""
+  total = {"correct": 0.0, "count": 0.0}
+  for start in range(0, len(split), global_batch):
+    indices = np.arange(start, start + global_batch)
+    mask = indices < len(split)
+    batch = _host_batch(split, np.where(mask, indices, 0), devices)
+    share = global_batch // jax.process_count()
+    mine = mask[jax.process_index() * share:(jax.process_index() + 1) * share]
+    batch["mask"] = mine.reshape(devices, -1)
+    sums = eval_fn(state, batch)
+    for k in total:
+      total[k] += float(sums[k][0])
+  return total["correct"] / total["count"]
+
+
+def _epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+  """The training-set order of ``epoch``, a function of (seed, epoch) only."""
+  return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains and evaluates; returns (and writes) the results record."""
+  if config.train.distributed:
+    jax.distributed.initialize()
+  devices = _devices(config)
+  num_devices = len(devices) * jax.process_count()
+  _check(config, num_devices)
+  with configuration.section("arch"):
+    space, arch = resolve_arch(config.arch)
+  with configuration.section("data"):
+    data = data_lib.load(config.data)
+  steps_per_epoch = len(data.train) // config.train.batch_size
+  if steps_per_epoch < 1:
+    raise configuration.ConfigError(
+        f"config.train.batch_size: {config.train.batch_size} exceeds the "
+        f"{len(data.train)} training images.")
+  total_steps = steps_per_epoch * config.train.epochs
+  model = models.from_space(
+      space, arch, num_classes=data.num_classes, num_cells=config.model.num_cells,
+      features=config.model.features, auxiliary=config.model.auxiliary,
+      dropout_keep_prob=config.model.dropout_keep_prob,
+      drop_path_keep_prob=config.model.drop_path_keep_prob, dtype=DTYPES[config.train.dtype])
+  schedule = step_lib.learning_rate_schedule(config.train.learning_rate, config.train.epochs,
+                                             steps_per_epoch)
+  tx = step_lib.make_optimizer(schedule, config.train.momentum, config.train.weight_decay,
+                               config.train.clip_norm)
+  hyper = step_lib.Hyper(mean=data.mean, std=data.std, pad=config.augment.pad,
+                         cutout=config.augment.cutout, flip=config.augment.flip,
+                         total_steps=total_steps, aux_weight=config.model.aux_weight,
+                         label_smoothing=config.train.label_smoothing)
+  key = jax.random.key(config.seed)
+  state = step_lib.create_train_state(model, tx, jax.random.fold_in(key, 0))
+  params, aux_params = models.count_params(state.params)
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.ckpt.max_to_keep)
+  host_state = jax.device_get(state)
+  meta = {"best_valid_accuracy": None, "wall_time": 0.0}
+  if ckpt.latest_step() is not None:
+    host_state, meta = ckpt.restore(host_state)
+    logging.info("resumed from step %d", int(host_state.step))
+    print(f"resumed from checkpoint step {int(host_state.step)} in {ckpt.directory}")
+  start_step = int(host_state.step)
+  state = flax.jax_utils.replicate(host_state, devices)
+  train_fn, eval_fn = step_lib.pmapped_steps(model, tx, hyper, devices)
+  step_key = flax.jax_utils.replicate(jax.random.fold_in(key, 1), devices)
+
+  writer = _writer(workdir)
+  preempted = []
+  previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+  started = time.time() - meta["wall_time"]
+  try:
+    pending, last_log, last_time = [], start_step, time.time()
+    for step in range(start_step, total_steps):
+      epoch = step // steps_per_epoch
+      order = _epoch_order(config.seed, epoch, len(data.train))
+      first = (step % steps_per_epoch) * config.train.batch_size
+      batch = _host_batch(data.train, order[first:first + config.train.batch_size], len(devices))
+      state, metrics = train_fn(state, batch, step_key)
+      pending.append(metrics)
+      done = step + 1
+      epoch_end = done % steps_per_epoch == 0
+      if done % config.train.log_every_steps == 0 or epoch_end or preempted:
+        _check_finite(pending, last_log, done, ckpt)
+        rate = (done - last_log) * config.train.batch_size / (time.time() - last_time)
+        _log(writer, pending, done, total_steps, epoch, float(schedule(step)), rate)
+        pending, last_log, last_time = [], done, time.time()
+      if epoch_end:
+        if data.valid is not None:
+          valid = evaluate(eval_fn, state, data.valid, config.train.eval_batch_size, len(devices))
+          best = meta["best_valid_accuracy"]
+          meta["best_valid_accuracy"] = valid if best is None else max(best, valid)
+          print(f"epoch {epoch + 1}: valid accuracy {valid:.4f}")
+          if writer:
+            writer.add_scalar("valid/accuracy", valid, done)
+      if epoch_end or preempted:
+        meta["wall_time"] = time.time() - started
+        ckpt.save(done, jax.device_get(flax.jax_utils.unreplicate(state)), meta)
+      if preempted:
+        raise Preempted(f"SIGTERM at step {done}: saved checkpoint {done} in "
+                        f"{ckpt.directory}; run the same command again to resume.")
+    test = evaluate(eval_fn, state, data.test, config.train.eval_batch_size, len(devices))
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+    ckpt.close()
+    if writer:
+      writer.close()
+  results = {
+      "arch": config.arch, "space": space.signature(), "arch_string": space.to_string(arch),
+      "dataset": data.name, "split": config.data.split, "epochs": config.train.epochs,
+      "steps": total_steps, "final_test_accuracy": test,
+      "best_valid_accuracy": meta["best_valid_accuracy"], "params": params,
+      "aux_params": aux_params, "wall_time_s": time.time() - started,
+      "devices": num_devices, "device_kind": devices[0].device_kind,
+  }
+  if writer:
+    writer.add_scalar("test/accuracy", test, total_steps)
+  if jax.process_index() == 0:
+    _write_json(os.path.join(workdir, "results.json"), results)
+  print(f"final test accuracy {test:.4f} (best valid {results['best_valid_accuracy']}); "
+        f"{params:,} params; wrote {os.path.join(workdir, 'results.json')}")
+  return results
+
+
+def _check_finite(pending: list[dict[str, Any]], first: int, last: int,
+                  ckpt: checkpoint.Checkpointer) -> None:
+  losses = np.array([float(m["loss"][0]) for m in pending])
+  if not np.all(np.isfinite(losses)):
+    bad = first + int(np.argmin(np.isfinite(losses)))
+    raise FloatingPointError(
+        f"training loss is {losses[bad - first]} at step {bad + 1} (steps {first + 1}..{last}); "
+        f"stopped without saving. The last good checkpoint (step {ckpt.latest_step()}) is kept "
+        f"in {ckpt.directory}. Lower config.train.learning_rate or use dtype float32.")
+
+
+def _log(writer, pending, done, total_steps, epoch, learning_rate, rate) -> None:
+  means = {k: float(np.mean([float(m[k][0]) for m in pending])) for k in pending[0]}
+  print(f"step {done}/{total_steps} epoch {epoch + 1} [{100 * done / total_steps:5.1f}%] "
+        f"loss {means['loss']:.4f} acc {means['accuracy']:.4f} lr {learning_rate:.5f} "
+        f"{rate:.1f} images/s", flush=True)
+  if writer:
+    for name, value in means.items():
+      writer.add_scalar(f"train/{name}", value, done)
+    writer.add_scalar("train/learning_rate", learning_rate, done)
+    writer.add_scalar("train/images_per_second", rate, done)
+
+
+def _writer(workdir: str):
+  """A TensorBoard event writer on the first host (tensorboardX; no TensorFlow)."""
+  if jax.process_index() != 0:
+    return None
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+
+def _write_json(path: str, record: dict[str, Any]) -> None:
+  """Writes ``record`` to ``path`` (local or ``gs://``) via a temporary file."""
+  temporary = epath.Path(path + ".tmp")
+  temporary.write_text(json.dumps(record, indent=2) + "\n")
+  temporary.rename(path)

@@ -1,0 +1,174 @@
+"""The per-device train and eval steps of child training, written once with
+``axis_name='batch'`` collectives and wrapped in ``jax.pmap`` by ``pmapped_steps``.
+
+Randomness: the step key is ``fold_in(key, step)``; example ``i`` of the global
+batch augments with ``fold_in(augment_key, i)``, so augmentation does not depend
+on the device count; dropout and drop path use ``fold_in(dropout_key, device)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from nao_jax.data import augment
+from nao_jax.models import NasnetNetwork
+
+AXIS = "batch"
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a train step changes."""
+  step: jnp.ndarray  # int32 scalar, the number of steps done.
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+class Hyper(NamedTuple):
+  """Static settings of the train step.
+
+  Attributes:
+    mean, std: per-channel normalisation.
+    pad, cutout, flip: augmentation (0 / False disables).
+    total_steps: steps of the whole run (drop-path ramp).
+    aux_weight: weight of the auxiliary head's loss.
+    label_smoothing: 0 disables.
+  """
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  pad: int = 4
+  cutout: int = 16
+  flip: bool = True
+  total_steps: int = 1
+  aux_weight: float = 0.4
+  label_smoothing: float = 0.0
+
+
+def learning_rate_schedule(base: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
+  """Cosine from ``base`` to 0 over ``epochs``, stepped per epoch as the
+  reference's ``CosineAnnealingLR``: ``base * (1 + cos(pi * epoch / epochs)) / 2``."""
+  def schedule(step):
+    epoch = jnp.floor_divide(step, steps_per_epoch).astype(jnp.float32)
+    return 0.5 * base * (1.0 + jnp.cos(math.pi * epoch / epochs))
+  return schedule
+
+
+def make_optimizer(learning_rate: optax.Schedule, momentum: float = 0.9,
+                   weight_decay: float = 3e-4, clip_norm: float = 5.0) -> optax.GradientTransformation:
+  """The reference's optimiser: clip the gradient's global norm, add weight decay
+  (all parameters, as PyTorch's SGD), SGD with momentum."""
+  return optax.chain(optax.clip_by_global_norm(clip_norm),
+                     optax.add_decayed_weights(weight_decay),
+                     optax.sgd(learning_rate, momentum=momentum))
+
+
+def create_train_state(model: NasnetNetwork, tx: optax.GradientTransformation, key: jax.Array,
+                       image_size: int = 32) -> TrainState:
+  """Initialises parameters (Kaiming normal), BatchNorm statistics and the optimiser state."""
+  unbound = model.clone(bn_axis_name=None)
+  images = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
+
+  @jax.jit
+  def init(key):
+    params_key, dropout_key = jax.random.split(key)
+    variables = unbound.init({"params": params_key, "dropout": dropout_key}, images, train=True)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                      batch_stats=variables["batch_stats"],
+                      opt_state=tx.init(variables["params"]))
+
+  return init(key)
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, smoothing: float) -> jnp.ndarray:
+  """Mean softmax cross entropy of ``logits`` ``[B, K]`` against int ``labels`` ``[B]``."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1])
+  if smoothing:
+    targets = optax.smooth_labels(targets, smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray], key: jax.Array, *,
+               model: NasnetNetwork, tx: optax.GradientTransformation,
+               hyper: Hyper) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+  """One SGD step on this device's shard, gradients and metrics averaged over ``AXIS``.
+
+  Args:
+    state: the replicated train state.
+    batch: ``images`` uint8 ``[b, H, W, 3]``, ``labels`` int32 ``[b]`` (this device's shard).
+    key: the run's key (the same on every device).
+    model: a network with ``bn_axis_name=AXIS``.
+    tx: the optimiser.
+    hyper: static settings.
+
+  Returns:
+    The new state and metrics (loss, aux_loss, accuracy, learning_rate, l2_grads,
+    l2_params, l2_updates), identical on every device.
+  """
+  step_key = jax.random.fold_in(key, state.step)
+  augment_key, dropout_key = jax.random.split(step_key)
+  shard = batch["labels"].shape[0]
+  first = jax.lax.axis_index(AXIS) * shard
+  example_keys = jax.vmap(functools.partial(jax.random.fold_in, augment_key))(
+      first + jnp.arange(shard))
+  images = augment.augment_batch(batch["images"], example_keys, hyper.mean, hyper.std,
+                                 hyper.pad, hyper.cutout, hyper.flip)
+  dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(AXIS))
+
+  def loss_fn(params):
+    (logits, aux_logits), updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+        step=state.step, total_steps=hyper.total_steps, rngs={"dropout": dropout_key},
+        mutable=["batch_stats"])
+    loss = cross_entropy(logits, batch["labels"], hyper.label_smoothing)
+    aux_loss = (cross_entropy(aux_logits, batch["labels"], hyper.label_smoothing)
+                if aux_logits is not None else jnp.zeros(()))
+    total = loss + hyper.aux_weight * aux_loss
+    return total, (loss, aux_loss, logits, updates["batch_stats"])
+
+  grads, (loss, aux_loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
+  metrics = jax.lax.pmean(dict(loss=loss, aux_loss=aux_loss, accuracy=accuracy), AXIS)
+  metrics.update(l2_grads=optax.tree.norm(grads), l2_params=optax.tree.norm(params),
+                 l2_updates=optax.tree.norm(updates))
+  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, model: NasnetNetwork,
+              hyper: Hyper) -> dict[str, jnp.ndarray]:
+  """Sums over all devices of correct predictions, loss and examples of a batch
+  whose ``mask`` ``[b]`` marks real (1) and padding (0) examples."""
+  images = augment.normalize(batch["images"], hyper.mean, hyper.std)
+  logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
+                          train=False)
+  mask = batch["mask"].astype(jnp.float32)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+  correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
+  return jax.lax.psum(dict(correct=jnp.sum(correct * mask), loss=jnp.sum(losses * mask),
+                           count=jnp.sum(mask)), AXIS)
+
+
+def pmapped_steps(model: NasnetNetwork, tx: optax.GradientTransformation, hyper: Hyper,
+                  devices: list[Any] | None = None) -> tuple[Callable, Callable]:
+  """``(train_step, eval_step)`` pmapped over ``devices`` (default: all local).
+
+  ``train_step(state, batch, key)``: state replicated, batch sharded on a
+  leading device axis, key replicated; the state is donated.
+  """
+  model = model.clone(bn_axis_name=AXIS)
+  train = jax.pmap(functools.partial(train_step, model=model, tx=tx, hyper=hyper),
+                   axis_name=AXIS, devices=devices, donate_argnums=(0,))
+  evaluate = jax.pmap(functools.partial(eval_step, model=model, hyper=hyper),
+                      axis_name=AXIS, devices=devices)
+  return train, evaluate

@@ -1,0 +1,190 @@
+"""Child training: pmap over 8 fake devices == 1 device, optimiser, resume, NaN guard."""
+
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.jax_utils import replicate
+
+from nao_jax import models
+from nao_jax import spaces
+from nao_jax.training import step as step_lib
+
+
+TINY_ARCH = ("normal[n0=conv_3x3(s0)+identity(s1) n1=avg_pool_3x3(n0)+max_pool_2x2(s1)] "
+             "reduction[n0=conv_1x3_3x1(s0)+avg_pool_2x2(s1) n1=identity(s0)+conv_1x1(n0)]")
+
+
+def tiny_model(**settings):
+  """A 2-node-cell network of the nao11 space, N=1, F=4 (compiles in seconds)."""
+  space = spaces.get("nasnet", nodes=2, ops="nao11")
+  arch = space.from_string(TINY_ARCH)
+  settings = dict(num_cells=1, features=4, dropout_keep_prob=1.0, drop_path_keep_prob=1.0,
+                  **settings)
+  return models.from_space(space, arch, **settings)
+
+
+def test_pmap_over_8_devices_equals_one_device_with_the_whole_batch():
+  assert jax.local_device_count() == 8
+  model = tiny_model()
+  tx = step_lib.make_optimizer(step_lib.learning_rate_schedule(0.1, 10, 5))
+  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, total_steps=50)
+  state = step_lib.create_train_state(model, tx, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {"images": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+           "labels": rng.integers(0, 10, (16,)).astype(np.int32)}
+  key = jax.random.key(1)
+  results = []
+  for devices in (jax.local_devices()[:1], jax.local_devices()):
+    n = len(devices)
+    train, _ = step_lib.pmapped_steps(model, tx, hyper, devices=devices)
+    sharded = jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
+    new_state, metrics = train(replicate(state, devices), sharded, replicate(key, devices))
+    results.append((jax.tree.map(lambda x: np.asarray(x[0]), new_state),
+                    jax.tree.map(lambda x: float(x[0]), metrics)))
+  (one, one_metrics), (eight, eight_metrics) = results
+  assert one_metrics["loss"] == pytest.approx(eight_metrics["loss"], rel=1e-5)
+  assert one_metrics["l2_updates"] > 0
+  for tree_one, tree_eight in [(one.params, eight.params), (one.batch_stats, eight.batch_stats)]:
+    for (path, a), (_, b) in zip(jax.tree_util.tree_flatten_with_path(tree_one)[0],
+                                 jax.tree_util.tree_flatten_with_path(tree_eight)[0], strict=True):
+      np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
+  # The step changed the BatchNorm statistics (they are not the initial 0 / 1).
+  assert np.abs(one.batch_stats["stem_norm"]["bn"]["mean"]).max() > 1e-3
+
+
+def test_drop_path_keep_probability_follows_the_reference_formula():
+  from nao_jax.models import cells
+  num_cells, keep, total = 20, 0.8, 1000
+  for cell in (0, 7, 19):
+    for step in (0, 499, 999):
+      cell_keep = 1 - (cell + 1) / num_cells * (1 - keep)
+      expected = 1 - (step + 1) / total * (1 - cell_keep)
+      got = float(cells.drop_path_keep_prob(cell, num_cells, keep, jnp.int32(step), total))
+      assert got == pytest.approx(expected, abs=1e-6)
+  x = jnp.ones((20000, 1, 1, 1))
+  dropped = cells.drop_path(x, jnp.float32(0.7), jax.random.key(0))
+  np.testing.assert_allclose(np.unique(np.asarray(dropped)), [0.0, 1 / 0.7], rtol=1e-6)
+  assert float(jnp.mean(dropped > 0)) == pytest.approx(0.7, abs=0.01)
+
+
+def test_cosine_schedule_is_stepped_per_epoch_and_optimizer_matches_pytorch_sgd():
+  schedule = step_lib.learning_rate_schedule(0.025, 600, 10)
+  assert float(schedule(0)) == pytest.approx(0.025) and float(schedule(9)) == pytest.approx(0.025)
+  assert float(schedule(10)) == pytest.approx(0.0125 * (1 + np.cos(np.pi / 600)))
+  assert float(schedule(3000)) == pytest.approx(0.0125, rel=1e-5)
+  tx = step_lib.make_optimizer(lambda _: 0.1, momentum=0.9, weight_decay=0.01, clip_norm=5.0)
+  params = {"w": jnp.array([1.0, -2.0])}
+  grads = {"w": jnp.array([30.0, 40.0])}  # norm 50 -> clipped to 5: [3, 4].
+  state = tx.init(params)
+  buffer = np.zeros(2)
+  p = np.array([1.0, -2.0])
+  for _ in range(2):  # PyTorch: g = clip(g) + wd * p; buf = 0.9 buf + g; p -= lr buf.
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    buffer = 0.9 * buffer + (np.array([3.0, 4.0]) + 0.01 * p)
+    p = p - 0.1 * buffer
+  np.testing.assert_allclose(params["w"], p, rtol=1e-6)
+
+
+def small_config(tmp_path, **train):
+  """configs/cifar_final.py:small shrunk to the tiny arch (as a best_arch.json), 2 devices."""
+  import importlib.util
+  from tests.conftest import REPO
+  spec = importlib.util.spec_from_file_location("cifar_final", REPO / "configs" / "cifar_final.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("small")
+  space = spaces.get("nasnet", nodes=2, ops="nao11")
+  arch_path = tmp_path / "best_arch.json"
+  arch_path.write_text(space.to_json(space.from_string(TINY_ARCH)))
+  config.arch = str(arch_path)
+  config.model.features = 4
+  config.train.update(epochs=2, batch_size=128, eval_batch_size=300, num_devices=2,
+                      log_every_steps=3, **train)
+  return config
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Reuses compiled steps across the runs of this module (same shapes, same code)."""
+  previous = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  yield
+  jax.config.update("jax_compilation_cache_dir", previous[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+
+
+def final_params(workdir):
+  from nao_jax.checkpoint import Checkpointer
+  with Checkpointer(str(workdir / "checkpoints")) as ckpt:
+    step = ckpt.latest_step()
+    target = jax.tree.map(np.asarray, restored_structure(workdir))
+    state, meta = ckpt.restore(target)
+  return step, state, meta
+
+
+def restored_structure(workdir):
+  """The saved state's tree of array metadata (shapes, dtypes)."""
+  from nao_jax.checkpoint import Checkpointer
+  with Checkpointer(str(workdir / "checkpoints")) as ckpt:
+    return ckpt._manager.item_metadata(ckpt.latest_step())["state"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """An uninterrupted 2-epoch run: (results, workdir)."""
+  from nao_jax.training import loop
+  tmp_path = tmp_path_factory.mktemp("straight")
+  return loop.run(small_config(tmp_path), str(tmp_path / "straight")), tmp_path / "straight"
+
+
+def test_sigterm_saves_and_resume_continues_bit_exactly(tmp_path, monkeypatch, capsys,
+                                                         straight_run):
+  from nao_jax.training import loop
+  straight, straight_dir = straight_run
+  assert straight["steps"] == 20 and straight["devices"] == 2
+  assert straight["final_test_accuracy"] > 0.1 and straight["best_valid_accuracy"] > 0.1
+  assert (straight_dir / "results.json").exists()
+  assert list((straight_dir / "tensorboard").iterdir())
+
+  log = loop._log
+
+  def log_then_term(writer, pending, done, *args):
+    log(writer, pending, done, *args)
+    if done == 12:  # Mid second epoch (10 steps per epoch).
+      signal.raise_signal(signal.SIGTERM)
+
+  monkeypatch.setattr(loop, "_log", log_then_term)
+  with pytest.raises(loop.Preempted, match="step 12"):
+    loop.run(small_config(tmp_path), str(tmp_path / "resumed"))
+  monkeypatch.setattr(loop, "_log", log)
+  resumed = loop.run(small_config(tmp_path), str(tmp_path / "resumed"))
+  assert "resumed from checkpoint step 12" in capsys.readouterr().out
+  assert resumed["final_test_accuracy"] == straight["final_test_accuracy"]
+  assert resumed["best_valid_accuracy"] == straight["best_valid_accuracy"]
+  (step_a, state_a, _), (step_b, state_b, _) = (final_params(d) for d in
+                                                (straight_dir, tmp_path / "resumed"))
+  assert step_a == step_b == 20
+  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, straight_run):
+  import shutil
+  from nao_jax.training import loop
+  config = small_config(tmp_path)
+  workdir = tmp_path / "nan"
+  shutil.copytree(straight_run[1], workdir)  # 2 good epochs: checkpoint 20.
+  config.train.epochs = 4
+  config.train.learning_rate = 1e30
+  config.train.clip_norm = 1e30
+  with pytest.raises(FloatingPointError, match="last good checkpoint \\(step 20\\)"):
+    loop.run(config, str(workdir))
+  step, _, _ = final_params(workdir)
+  assert step == 20
