@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Run a nao_jax config on the GPUs of one host (data parallel over all of them with pmap).
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: launch/gpu.sh --config=FILE[:ARG] --workdir=DIR [options]
+
+Trains on every visible GPU of this host (jax.pmap over all local devices);
+rerunning the same command resumes from DIR/checkpoints.
+
+Options:
+  --config=FILE[:ARG]  config file, e.g. configs/cifar_final.py
+  --workdir=DIR        workdir (local path or gs://)
+  --gpus=LIST          GPUs to use, e.g. 0,1,2,3 (default: all)
+  --bf16               bfloat16 compute with float32 parameters
+  --override=FLAG      extra --config.<field>=<value> (repeatable)
+  --dry-run            print the command without running it
+  -h, --help           this help
+
+Install first: pip install -e ".[cuda12,tfds]"
+Example: launch/gpu.sh --config=configs/cifar_final.py --workdir=/data/naonet_a --gpus=0,1 --bf16
+USAGE
+}
+
+die() { echo "error: $*" >&2; exit 2; }
+
+config="" workdir="" gpus="" bf16=0 dry_run=0 overrides=()
+for arg in "$@"; do
+  case "$arg" in
+    --config=*) config=${arg#*=} ;;
+    --workdir=*) workdir=${arg#*=} ;;
+    --gpus=*) gpus=${arg#*=} ;;
+    --bf16) bf16=1 ;;
+    --override=*) overrides+=("${arg#*=}") ;;
+    --dry-run) dry_run=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown argument '$arg' (see --help)." ;;
+  esac
+done
+
+[[ -n "$config" ]] || die "--config=FILE is required."
+[[ -n "$workdir" ]] || die "--workdir=DIR is required."
+[[ -f "${config%%:*}" ]] || die "--config='$config': no such file (paths are relative to the repo root)."
+[[ -z "$gpus" || "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--gpus='$gpus': expected a list like 0,1,2,3."
+for o in "${overrides[@]+"${overrides[@]}"}"; do
+  [[ "$o" == --config.*=* ]] || die "--override='$o': expected --config.<field>=<value>."
+done
+
+command=(python -m nao_jax.main --config="$config" --workdir="$workdir")
+[[ $bf16 -eq 1 ]] && command+=(--config.train.dtype=bfloat16)
+command+=("${overrides[@]+"${overrides[@]}"}")
+env_prefix=()
+[[ -n "$gpus" ]] && env_prefix=(env CUDA_VISIBLE_DEVICES="$gpus")
+
+echo "Will train '$config' on GPUs ${gpus:-all} with workdir $workdir."
+printf '+'; printf ' %q' "${env_prefix[@]+"${env_prefix[@]}"}" "${command[@]}"; printf '\n'
+if [[ $dry_run -eq 0 ]]; then
+  exec "${env_prefix[@]+"${env_prefix[@]}"}" "${command[@]}"
+fi

@@ -1,0 +1,63 @@
+"""Launch scripts: --help, argument checks, and what --dry-run says it will do."""
+
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def launch(script, *args):
+  return subprocess.run(["bash", str(REPO / "launch" / script), *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("script", ["tpu.sh", "gpu.sh"])
+def test_help(script):
+  result = launch(script, "--help")
+  assert result.returncode == 0 and "Usage: launch/" in result.stdout and "--dry-run" in result.stdout
+
+
+def test_tpu_dry_runs_print_every_step():
+  where = ["--name=nao", "--zone=us-central2-b", "--dry-run"]
+  create = launch("tpu.sh", "create", *where, "--accelerator=v4-32", "--spot")
+  assert create.returncode == 0, create.stderr
+  assert ("+ gcloud compute tpus tpu-vm create nao --zone=us-central2-b --accelerator-type=v4-32 "
+          "--version=tpu-ubuntu2204-base --spot") in create.stdout
+  install = launch("tpu.sh", "install", *where)
+  assert "--worker=all" in install.stdout and "[tpu,tfds]" in install.stdout
+  run = launch("tpu.sh", "run", *where, "--config=configs/cifar_final.py",
+               "--workdir=gs://bucket/naonet", "--override=--config.train.epochs=3")
+  assert run.returncode == 0, run.stderr
+  line = [l for l in run.stdout.splitlines() if l.startswith("+")][0]
+  for part in ("tpu-vm ssh nao", "--worker=all", "configs/cifar_final.py",
+               "gs://bucket/naonet", "distributed=true", "epochs=3"):
+    assert part in line
+  delete = launch("tpu.sh", "delete", *where)
+  assert "+ gcloud compute tpus tpu-vm delete nao --zone=us-central2-b --quiet" in delete.stdout
+
+
+def test_gpu_dry_run():
+  result = launch("gpu.sh", "--config=configs/cifar_final.py:small", "--workdir=/tmp/w",
+                  "--gpus=0,1", "--bf16", "--dry-run")
+  assert result.returncode == 0, result.stderr
+  assert ("CUDA_VISIBLE_DEVICES=0\\,1 python -m nao_jax.main --config=configs/cifar_final.py:small "
+          "--workdir=/tmp/w --config.train.dtype=bfloat16") in result.stdout
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("tpu.sh", ["start", "--name=a", "--zone=z"], "unknown action"),
+    ("tpu.sh", ["create", "--zone=z"], "--name"),
+    ("tpu.sh", ["create", "--name=a", "--zone=z", "--accelerator=h100"], "--accelerator"),
+    ("tpu.sh", ["run", "--name=a", "--zone=z", "--config=configs/cifar_final.py",
+                "--workdir=/tmp/w"], "gs://"),
+    ("tpu.sh", ["run", "--name=a", "--zone=z", "--config=configs/none.py",
+                "--workdir=gs://b/w"], "no such file"),
+    ("gpu.sh", ["--config=configs/cifar_final.py"], "--workdir"),
+    ("gpu.sh", ["--config=configs/cifar_final.py", "--workdir=/w", "--gpus=a"], "--gpus"),
+    ("gpu.sh", ["--config=configs/cifar_final.py", "--workdir=/w", "--override=epochs=3"],
+     "--override"),
+])
+def test_bad_arguments_fail_with_one_line(script, args, message):
+  result = launch(script, *args, "--dry-run")
+  assert result.returncode == 2 and message in result.stderr and "+ " not in result.stdout
