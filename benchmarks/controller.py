@@ -30,11 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nao_jax import controller
-from nao_jax import spaces
-from nao_jax.controller import optimize
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # Run as a script from a checkout without installing.
+
+from nao_jax import controller  # noqa: E402
+from nao_jax import spaces  # noqa: E402
+from nao_jax.controller import optimize  # noqa: E402
+
 DEFAULT_TABLE = REPO.parent / "shared" / "data" / "nasbench201" / "nb201_acc.npz"
 REFERENCE_SAMPLES_PER_S = 1120.0
 REFERENCE_PASS_MS = 35.0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from nao_jax import checkpoint
 from nao_jax import controller
 from nao_jax import spaces
 from nao_jax.controller import model as model_lib
@@ -14,6 +15,12 @@ from nao_jax.controller import train as train_lib
 
 SPACE_SETTINGS = {"nasnet": {}, "nasnet_nao11": {"ops": "nao11"}, "nb201": {},
                   "rnn": {"activations": "nao_ws"}}
+
+
+@pytest.fixture(autouse=True)
+def strict_rank_promotion():
+  with jax.numpy_rank_promotion("raise"):
+    yield
 
 
 def make_space(name):
@@ -110,7 +117,7 @@ def test_gradient_wrt_encoder_outputs_matches_finite_differences(trained_nb201):
     np.testing.assert_allclose(moved, model_lib.normalise(outputs + gradient), rtol=1e-12)
     for seed in range(3):
       direction = jax.random.normal(jax.random.key(seed), outputs.shape, jnp.float64)
-      eps = 1e-6
+      eps = 1e-8  # Small enough not to cross a ReLU kink.
       numeric = (total(outputs + eps * direction) - total(outputs - eps * direction)) / (2 * eps)
       analytic = jnp.sum(gradient * direction)
       np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-5, atol=1e-9)
@@ -151,7 +158,7 @@ def test_greedy_decoding_agrees_with_teacher_forced_logits(nb201):
   logits = state.apply_fn(
       variables, outputs, jnp.asarray(greedy),
       method=lambda m, o, t: m.decoder.teacher_forced(o, model_lib.embedding_of(o), t))
-  masked = jnp.where(state.allowed, logits, -jnp.inf)
+  masked = jnp.where(state.allowed[None], logits, -jnp.inf)
   np.testing.assert_array_equal(np.argmax(masked, axis=-1), greedy)
   assert outputs.shape == (8, state.settings.encoder_length, 96)
 
@@ -256,3 +263,18 @@ def test_metrics_match_scipy_and_brute_force():
   assert float(controller.metrics.mean_hamming_distance(decoded, tokens)) == pytest.approx(
       (0 + 2 + 3) / 3)
   assert float(model_lib.normalise(jnp.zeros(3))[0]) == 0.0
+
+
+def test_orbax_checkpoint_resume_equals_uninterrupted(nb201, tmp_path):
+  config = controller.default_config("nb201")
+  tokens = sample_tokens(nb201, 50)
+  scores = np.random.default_rng(0).random(50)
+  state = controller.init(jax.random.key(0), nb201, config)
+  state, _ = controller.fit(state, tokens, scores, jax.random.key(1), epochs=2)
+  uninterrupted, _ = controller.fit(state, tokens, scores, jax.random.key(2), epochs=2)
+  with checkpoint.Checkpointer(str(tmp_path / "ckpt")) as checkpointer:
+    checkpointer.save(1, state)
+    restored, _ = checkpointer.restore(controller.init(jax.random.key(9), nb201, config))
+  resumed, _ = controller.fit(restored, tokens, scores, jax.random.key(2), epochs=2)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.params, uninterrupted.params)
+  assert int(resumed.step) == int(uninterrupted.step)

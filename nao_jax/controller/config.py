@@ -17,13 +17,14 @@ import ml_collections
 from nao_jax.spaces import base
 
 TARGET_TRANSFORMS = ("minmax", "rank", "standardize")
+LR_SCHEDULES = ("constant", "cosine")
 
 # Per-space overrides of the NAO-WS CNN defaults.
 _SPACE_DEFAULTS = {
     "nasnet": dict(encoder_length=None),  # None: length / 2 (one branch per encoder step).
     "rnn": dict(encoder_length=None, mlp_layers=4, mlp_dropout=0.0),
     "nb201": dict(encoder_length=None, embedding_size=64, target_transform="rank",
-                  epochs=300),
+                  epochs=300, lr_schedule="cosine"),
 }
 
 
@@ -54,6 +55,7 @@ def default_config(space_name: str = "nasnet") -> ml_collections.ConfigDict:
       epochs=overrides.get("epochs", 1000),
       batch_size=100,
       learning_rate=1e-3,
+      lr_schedule=overrides.get("lr_schedule", "constant"),  # cosine: decay to 0 in each fit.
       weight_decay=1e-4,  # Coupled L2 (added to the gradient before Adam, like torch).
       grad_clip=5.0,
       trade_off=0.8,  # lambda: weight of the MSE; 1 - lambda weighs the token NLL.
@@ -84,6 +86,7 @@ class Settings:
   epochs: int
   batch_size: int
   learning_rate: float
+  lr_schedule: str
   weight_decay: float
   grad_clip: float
   trade_off: float
@@ -142,6 +145,9 @@ def settings_from_config(config: ml_collections.ConfigDict, space: base.SearchSp
   if train.target_transform not in TARGET_TRANSFORMS:
     raise ValueError(f"train.target_transform={train.target_transform!r}; choose one of "
                      f"{list(TARGET_TRANSFORMS)}.")
+  if train.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"train.lr_schedule={train.lr_schedule!r}; choose one of "
+                     f"{list(LR_SCHEDULES)}.")
   trade_off = float(train.trade_off)
   if not 0.0 <= trade_off <= 1.0:
     raise ValueError(f"train.trade_off must be in [0, 1], got {train.trade_off!r}.")
@@ -162,6 +168,7 @@ def settings_from_config(config: ml_collections.ConfigDict, space: base.SearchSp
       epochs=_positive(train.epochs, "train.epochs"),
       batch_size=batch_size,
       learning_rate=_positive(train.learning_rate, "train.learning_rate", float),
+      lr_schedule=train.lr_schedule,
       weight_decay=_positive(train.weight_decay, "train.weight_decay", float, allow_zero=True),
       grad_clip=_positive(train.grad_clip, "train.grad_clip", float),
       trade_off=trade_off,

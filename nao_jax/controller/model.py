@@ -173,7 +173,7 @@ class Encoder(nn.Module):
     input_kernel, hidden_kernel, bias = LSTMParams(
         ratio * self.embedding_size, self.hidden_size, name="lstm")()
     zeros = jnp.zeros((batch, self.hidden_size), steps.dtype)
-    outputs = run_lstm(steps @ input_kernel + bias, hidden_kernel, (zeros, zeros))
+    outputs = run_lstm(steps @ input_kernel + bias[None, None], hidden_kernel, (zeros, zeros))
     return normalise(outputs)
 
 
@@ -237,7 +237,8 @@ class Decoder(nn.Module):
       scores = jnp.einsum("blh,bth->blt", query, encoder_outputs)
       context = jnp.einsum("blt,bth->blh", jax.nn.softmax(scores, axis=-1), encoder_outputs)
     output = jnp.tanh(jnp.concatenate([context, hidden], axis=-1) @ self.attention_output)
-    return output @ self.logits_kernel + self.logits_bias
+    bias = self.logits_bias.reshape((1,) * (output.ndim - 1) + (-1,))
+    return output @ self.logits_kernel + bias
 
   def teacher_forced(self, encoder_outputs: Array, embedding: Array, targets: Array,
                      train: bool = False) -> Array:
@@ -248,7 +249,8 @@ class Decoder(nn.Module):
     inputs = jnp.concatenate([jnp.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
     embedded = _dropout(self, self.embedding[inputs], self.dropout, train)
     input_kernel, hidden_kernel, bias = self.lstm()
-    hidden = run_lstm(embedded @ input_kernel + bias, hidden_kernel, (embedding, embedding))
+    hidden = run_lstm(embedded @ input_kernel + bias[None, None], hidden_kernel,
+                      (embedding, embedding))
     return self._attend_and_project(hidden, encoder_outputs)
 
   def greedy(self, encoder_outputs: Array, embedding: Array, allowed: Array) -> Array:
@@ -257,13 +259,14 @@ class Decoder(nn.Module):
     Disallowed tokens get logit -inf, so every output is a valid sequence.
     """
     input_kernel, hidden_kernel, bias = self.lstm()
-    table = self.embedding @ input_kernel + bias  # [V, 4H]: input projection per token.
+    table = self.embedding @ input_kernel + bias[None]  # [V, 4H]: input projection per token.
 
     def step(carry, allowed_here):
       hidden, cell, previous = carry
       hidden, cell = _lstm_update(table[previous] + hidden @ hidden_kernel, cell)
       logits = self._attend_and_project(hidden, encoder_outputs)
-      token = jnp.argmax(jnp.where(allowed_here, logits, -jnp.inf), axis=-1).astype(jnp.int32)
+      token = jnp.argmax(jnp.where(allowed_here[None], logits, -jnp.inf), axis=-1)
+      token = token.astype(jnp.int32)
       return (hidden, cell, token), token
 
     start = jnp.zeros(embedding.shape[:1], jnp.int32)

@@ -51,16 +51,24 @@ class ControllerState(train_state.TrainState):
   settings: config_lib.Settings = flax.struct.field(pytree_node=False)
 
 
+def _clipped_adam_l2(learning_rate: float, weight_decay: float, grad_clip: float
+                     ) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(grad_clip),
+                     optax.add_decayed_weights(weight_decay),
+                     optax.adam(learning_rate))
+
+
 @functools.lru_cache(maxsize=None)
 def make_optimizer(learning_rate: float, weight_decay: float, grad_clip: float
                    ) -> optax.GradientTransformation:
   """Clip by global norm, coupled L2 (torch Adam ``weight_decay``), then Adam.
 
-  Cached so that equal settings give the identical object (no jit retrace).
+  The learning rate is an injected hyperparameter (``opt_state.hyperparams``) so
+  that ``fit`` can schedule it over a traced number of steps. Cached so that
+  equal settings give the identical object (no jit retrace).
   """
-  return optax.chain(optax.clip_by_global_norm(grad_clip),
-                     optax.add_decayed_weights(weight_decay),
-                     optax.adam(learning_rate))
+  return optax.inject_hyperparams(_clipped_adam_l2, static_args=("weight_decay", "grad_clip"))(
+      learning_rate=learning_rate, weight_decay=weight_decay, grad_clip=grad_clip)
 
 
 @functools.lru_cache(maxsize=None)
@@ -148,7 +156,7 @@ def loss_fn(params: Any, state: ControllerState, tokens: Array, targets: Array, 
   pred, logits, _ = state.apply_fn({"params": params}, tokens, train=True,
                                    rngs={"dropout": key})
   if settings.masked_nll:
-    logits = jnp.where(state.allowed, logits, -jnp.inf)
+    logits = jnp.where(state.allowed[None], logits, -jnp.inf)
   log_probs = jax.nn.log_softmax(logits)
   token_nll = -jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
   count = jnp.maximum(jnp.sum(weights), 1.0)
@@ -197,6 +205,13 @@ def _fit_compiled(state: ControllerState, tokens: Array, targets: Array, num_val
     positions = index * batch + jnp.arange(batch)
     rows = jax.lax.dynamic_slice(order, (index * batch,), (batch,))
     weights = (positions < num_valid).astype(jnp.float32)
+    if state.settings.lr_schedule == "cosine":  # Decays to 0 over this fit's steps.
+      progress = step.astype(jnp.float32) / total_steps.astype(jnp.float32)
+      hyperparams = dict(state.opt_state.hyperparams)
+      hyperparams["learning_rate"] = jnp.asarray(
+          state.settings.learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)),
+          hyperparams["learning_rate"].dtype)
+      state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
     state, metrics = train_step(state, tokens[rows], targets[rows], weights,
                                 jax.random.fold_in(batch_key, index))
     count = jnp.sum(weights)
