@@ -51,7 +51,7 @@ def uninterrupted(tmp_path_factory, nb201_table_path):
   return get
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce", "nao"])
 def test_run_writes_history_best_and_plot(strategy, uninterrupted, tmp_path):
   records, best = uninterrupted(strategy)
   assert [r["index"] for r in records] == list(range(30))
@@ -157,14 +157,14 @@ def _run_and_kill(workdir, strategy, kill_at_lines):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["reinforce"])
+@pytest.mark.parametrize("strategy", ["nao"])
 def test_sigkill_mid_round_then_resume_equals_uninterrupted(strategy, uninterrupted, tmp_path):
   full, best = uninterrupted(strategy)
   workdir = str(tmp_path)
   kills = 0
-  for lines in (3, 13, 22):  # Mid round 0 (no checkpoint yet), mid round 2, mid round 4.
+  for lines in (3, 17):  # Mid round 0 (no checkpoint yet), mid round 2 (of 10 + 5 x 4).
     kills += _run_and_kill(workdir, strategy, lines) == -signal.SIGKILL
-  assert kills >= 2
+  assert kills >= 1
   assert _run_and_kill(workdir, strategy, None) == 0
   assert stable(read_history(workdir)) == stable(full)
   with open(os.path.join(workdir, "best_arch.json")) as f:
