@@ -169,3 +169,15 @@ def test_sigkill_mid_round_then_resume_equals_uninterrupted(strategy, uninterrup
   assert stable(read_history(workdir)) == stable(full)
   with open(os.path.join(workdir, "best_arch.json")) as f:
     assert json.load(f) == best
+
+
+def test_macro_config_runs(tmp_path):
+  from configs import macro as macro_config
+  config = macro_config.get_config("small")
+  config.strategy = "evolution"
+  try:
+    best = search.run(config, str(tmp_path))
+  except configuration.ConfigError as e:
+    pytest.skip(f"NAS-Bench-Macro data missing: {e}")
+  assert len(read_history(str(tmp_path))) == 20
+  assert best["report"]["test_acc_other_seeds"] > 0

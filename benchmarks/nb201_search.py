@@ -1,0 +1,170 @@
+"""Search quality per evaluation on NAS-Bench-201 (CIFAR-10): NAO vs the baselines.
+
+  python benchmarks/nb201_search.py            # 100 seeds x 4 strategies, budgets 50-200
+  python benchmarks/nb201_search.py --quick    # 20 seeds (under 15 minutes on 2 CPU cores)
+
+Every run is the library's search loop (``nao_jax.search.rounds``, no files)
+with ``configs/nb201.py`` and ``config.seed = seed``: search on
+``c10v_valid_200``, report ``c10_test_200``. One run per (strategy, seed) with
+the largest budget; the result at a smaller budget is the best arch among its
+first evaluations (no strategy's schedule depends on the budget). Writes
+``benchmarks/results/nb201.md`` (or ``nb201_quick.md``) and a PNG of the curves
+with 95% confidence bands. Runs are spread over ``--processes`` processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import pathlib
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+STRATEGY_CHOICES = ("nao", "random", "evolution", "reinforce", "nao_reference")
+
+
+def _worker_init() -> None:
+  # One XLA thread per process: the processes share the cores.
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
+def run_one(job: tuple[str, int, int]) -> tuple[str, int, np.ndarray, np.ndarray, float]:
+  """One search: ``(strategy, seed, budget)`` -> (strategy, seed, scores [B], reports [B], seconds)."""
+  from configs import nb201 as nb201_config
+  from nao_jax import search
+
+  strategy, seed, budget = job
+  started = time.time()
+  config = nb201_config.get_config("reference" if strategy == "nao_reference" else None)
+  config.strategy = "nao" if strategy == "nao_reference" else strategy
+  config.seed, config.budget = seed, budget
+  _, evaluator, strategy_fns, state = search.setup(config)
+  records = []
+  for result in search.rounds(strategy_fns, state, evaluator, budget):
+    records += result.records
+  scores = np.array([r["score"] for r in records])
+  reports = np.array([r["report"][evaluator.report_metric] for r in records])
+  return strategy, seed, scores, reports, time.time() - started
+
+
+def summarise(scores: np.ndarray, reports: np.ndarray, optimum_score: float,
+              budgets: list[int]) -> dict[str, object]:
+  """Per-run arrays ``[R, B]`` -> table columns per budget and the curves."""
+  runs, length = scores.shape
+  curve = np.empty((runs, length))
+  for r in range(runs):
+    best = -np.inf
+    for t in range(length):
+      if scores[r, t] > best:
+        best, value = scores[r, t], reports[r, t]
+      curve[r, t] = value
+  reached = np.where((scores >= optimum_score).any(axis=1),
+                     np.argmax(scores >= optimum_score, axis=1) + 1, np.inf)
+  columns = {}
+  for budget in budgets:
+    at = curve[:, budget - 1]
+    columns[budget] = (at.mean(), at.std(), float(np.mean(reached <= budget)))
+  return {"columns": columns, "curve": curve, "median_to_optimum": float(np.median(reached))}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--seeds", type=int, default=100)
+  parser.add_argument("--quick", action="store_true", help="20 seeds (overrides --seeds).")
+  parser.add_argument("--budgets", default="50,100,150,200")
+  parser.add_argument("--strategies", default="nao,random,evolution,reinforce",
+                      help=f"comma-separated, from {STRATEGY_CHOICES}")
+  parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+  parser.add_argument("--out", default=None, help="markdown path (default: results/nb201[_quick].md)")
+  args = parser.parse_args()
+  seeds = 20 if args.quick else args.seeds
+  budgets = sorted(int(b) for b in args.budgets.split(","))
+  names = args.strategies.split(",")
+  for name in names:
+    if name not in STRATEGY_CHOICES:
+      parser.error(f"--strategies: unknown {name!r}; choose from {STRATEGY_CHOICES}.")
+  out = pathlib.Path(args.out or REPO / "benchmarks" / "results" /
+                     ("nb201_quick.md" if args.quick else "nb201.md"))
+
+  from nao_jax import evaluators
+  table = evaluators.get("nb201")
+  optimum_arch, optimum = table.optimum()
+
+  # Longest jobs (NAO) first, so the processes finish together.
+  jobs = [(name, seed, budgets[-1]) for name in sorted(names, key=lambda n: "nao" not in n)
+          for seed in range(seeds)]
+  started, load_before = time.time(), os.getloadavg()
+  results: dict[str, dict[int, tuple]] = {name: {} for name in names}
+  context = multiprocessing.get_context("spawn")
+  with context.Pool(args.processes, initializer=_worker_init) as pool:
+    for done, (name, seed, scores, reports, seconds) in enumerate(
+        pool.imap_unordered(run_one, jobs), start=1):
+      results[name][seed] = (scores, reports, seconds)
+      print(f"[{done}/{len(jobs)}] {name} seed {seed}: best {reports[np.argmax(scores)]:.2f} "
+            f"({seconds:.1f}s, {time.time() - started:.0f}s total)", flush=True)
+  wall = time.time() - started
+  load_after = os.getloadavg()
+
+  summaries, curves = {}, {}
+  for name in names:
+    scores = np.stack([results[name][s][0] for s in range(seeds)])
+    reports = np.stack([results[name][s][1] for s in range(seeds)])
+    summaries[name] = summarise(scores, reports, optimum.score, budgets)
+    curve = summaries[name]["curve"]
+    x = np.arange(1, curve.shape[1] + 1)
+    curves[name] = (x, curve.mean(0), 1.96 * curve.std(0) / np.sqrt(seeds))
+    summaries[name]["seconds"] = float(np.mean([results[name][s][2] for s in range(seeds)]))
+
+  metric = table.report_metric
+  header = "| strategy | " + " | ".join(f"{b} evals" for b in budgets) + \
+      " | found optimum (" + "/".join(map(str, budgets)) + ") | median evals to optimum | s/run |"
+  lines = [header, "|" + "---|" * (len(budgets) + 4)]
+  for name in names:
+    s = summaries[name]
+    cells = [f"{m:.2f} ± {sd:.2f}" for m, sd, _ in s["columns"].values()]
+    found = "/".join(f"{f:.2f}" for _, _, f in s["columns"].values())
+    median = s["median_to_optimum"]
+    median_text = f"{median:.0f}" if np.isfinite(median) else f"> {budgets[-1]}"
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {found} | {median_text} | "
+                 f"{s['seconds']:.1f} |")
+  table_text = "\n".join(lines)
+  print(table_text)
+
+  from nao_jax import viz
+  png = out.with_suffix(".png")
+  viz.plot_curves(curves, str(png), f"{metric} of the best-by-{table.search_metric} arch",
+                  title=f"NAS-Bench-201 CIFAR-10, {seeds} seeds (95% CI)",
+                  optimum=optimum.report[metric])
+  command = "python benchmarks/nb201_search.py" + (" --quick" if args.quick else
+                                                    f" --seeds={seeds}")
+  if args.strategies != parser.get_default("strategies"):
+    command += f" --strategies={args.strategies}"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(f"""# NAS-Bench-201 search benchmark ({seeds} seeds)
+
+Command: `{command}` ({args.processes} processes).
+Search on `{table.search_metric}`, report `{metric}` of the arch with the best search metric
+among the first N evaluations; mean ± std over {seeds} seeds. "Found optimum": fraction of runs
+that evaluated the best-by-`{table.search_metric}` arch
+(`{table.space.to_string(optimum_arch)}`, {metric} {optimum.report[metric]:.2f}) within the budget.
+Median evaluations to the optimum counts runs that never found it as infinite.
+
+{table_text}
+
+Wall time {wall:.0f} s on {os.cpu_count()} CPU cores; load average before
+{load_before[0]:.1f} and after {load_after[0]:.1f} (the machine is shared with other jobs, so
+times are pessimistic). Curves: ![curves]({png.name})
+""")
+  print(f"wrote {out} and {png}; {wall:.0f}s wall")
+
+
+if __name__ == "__main__":
+  main()
