@@ -1,0 +1,86 @@
+"""Train-step and eval images/s of NAONet-A / NAONet-B (N=6, F=36) on one device.
+
+  PYTHONPATH=. python benchmarks/child_throughput.py [--batch=32] [--dtype=float32] [--steps=5]
+
+Reference (§10, PyTorch on this 2-core CPU, batch 32): NAONet-A 10.5 train /
+35 eval images/s; NAONet-B 7.7 / 25. Writes benchmarks/results/child.md.
+"""
+
+import argparse
+import os
+import time
+
+import flax.jax_utils
+import jax
+import numpy as np
+
+from nao_jax import models
+from nao_jax.spaces import known
+from nao_jax.training import loop
+from nao_jax.training import step as step_lib
+
+REFERENCE = {"NAONet-A": (10.5, 35.0), "NAONet-B": (7.7, 25.0)}
+
+
+def measure(name, batch, dtype, steps):
+  model = models.from_space(*known.get(name), num_cells=6, features=36,
+                            dtype=loop.DTYPES[dtype])
+  tx = step_lib.make_optimizer(step_lib.learning_rate_schedule(0.025, 600, 390))
+  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, total_steps=600 * 390)
+  devices = jax.local_devices()[:1]
+  train, evaluate = step_lib.pmapped_steps(model, tx, hyper, devices)
+
+  state = flax.jax_utils.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)),
+                                   devices)
+  rng = np.random.default_rng(0)
+  batch_ = {"images": rng.integers(0, 256, (1, batch, 32, 32, 3), dtype=np.uint8),
+            "labels": rng.integers(0, 10, (1, batch)).astype(np.int32)}
+  key = flax.jax_utils.replicate(jax.random.key(1), devices)
+  start = time.time()
+  state, metrics = train(state, batch_, key)
+  jax.block_until_ready(metrics)
+  compile_s = time.time() - start
+  start = time.time()
+  for _ in range(steps):
+    state, metrics = train(state, batch_, key)
+  jax.block_until_ready(metrics)
+  train_rate = steps * batch / (time.time() - start)
+  eval_batch = dict(batch_, mask=np.ones((1, batch), np.float32))
+  jax.block_until_ready(evaluate(state, eval_batch))
+  start = time.time()
+  for _ in range(steps):
+    out = evaluate(state, eval_batch)
+  jax.block_until_ready(out)
+  eval_rate = steps * batch / (time.time() - start)
+  return train_rate, eval_rate, compile_s
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--dtype", default="float32", choices=sorted(loop.DTYPES))
+  parser.add_argument("--steps", type=int, default=5)
+  args = parser.parse_args()
+  device = jax.local_devices()[0]
+  lines = [f"# Child network throughput ({device.device_kind}, batch {args.batch}, {args.dtype})", "",
+           f"load average before: {os.getloadavg()}", "",
+           "| network | train images/s | eval images/s | reference train / eval | speed-up (train) | compile s |",
+           "|---|---|---|---|---|---|"]
+  for name in ("NAONet-A", "NAONet-B"):
+    train_rate, eval_rate, compile_s = measure(name, args.batch, args.dtype, args.steps)
+    ref = REFERENCE[name]
+    lines.append(f"| {name} | {train_rate:.1f} | {eval_rate:.1f} | {ref[0]} / {ref[1]} | "
+                 f"{train_rate / ref[0]:.2f}x | {compile_s:.0f} |")
+    print(lines[-1], flush=True)
+  lines += ["", f"load average after: {os.getloadavg()} (2 shared cores: numbers are pessimistic "
+            "when others run)", "",
+            f"command: PYTHONPATH=. python benchmarks/child_throughput.py --batch={args.batch} --dtype={args.dtype} "
+            f"--steps={args.steps}"]
+  os.makedirs("benchmarks/results", exist_ok=True)
+  with open("benchmarks/results/child.md", "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  main()
