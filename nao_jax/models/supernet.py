@@ -1,0 +1,352 @@
+"""The NAO-WS weight-sharing supernet of the ``nasnet`` space with ``ws5`` ops (reference §7.2).
+
+The architecture is *data*: ``Supernet.__call__(images, arch)`` takes ``arch``
+as an int32 array ``[2, B, 4]`` (``arch_array``; normal then reduction cell,
+per node ``(input1, op1, input2, op2)``), so one compiled function serves every
+architecture. Per node and branch slot the chosen input state is gathered by
+index and a ``lax.switch`` on the op id runs only the chosen op; the op's
+weights are gathered from stacked copies by the input index. Outside ``vmap``
+(training, and scoring with ``lax.map``) the switch executes one op per branch.
+
+Weight sharing is per (cell, node, branch slot, op, input index) as in the
+reference: sep convs hold ``i + 2`` copies (node ``i``) of their depthwise and
+pointwise kernels and BN affine parameters; pools have no parameters; the
+identity of a reduction cell on input 0 or 1 is a ``FactorizedReduce`` with one
+copy per input *and per slot* (the reference's y branch used the x branch's,
+§9 item 11). The cell output is ReLU, a 1x1 conv over *all* ``B + 2`` states
+whose per-state blocks of unused (non-loose) states are masked to zero (zero
+contribution, zero gradient), then BN; loose inputs 0/1 of a reduction cell are
+``FactorizedReduce``d first. Two archs thus read the same tensor iff they put
+the same op on the same input in the same cell type, node and slot.
+
+BatchNorm always uses the statistics of the batch it sees and keeps no running
+statistics: the supernet is only ever evaluated in batch-statistics mode
+(reference §7.2), so evaluation cannot disturb any state (§9 item 12).
+
+Macro (reference §7.1-7.2): stem Conv3x3(3 -> 3C)+BN, ``3 * num_cells + 2``
+cells with reductions at ``num_cells`` and ``2 * num_cells + 1`` (channels
+double), input calibration (``MaybeCalibrateSize``), drop path on every branch
+during training, global average pool, linear classifier.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nao_jax.models import cells
+from nao_jax.models import ops
+from nao_jax.spaces.nasnet import NasnetArch, NasnetSpace
+
+SEP_SIZES = (3, 5)  # ws5 op ids 0 and 1.
+AVG_POOL, MAX_POOL, IDENTITY = 2, 3, 4  # The other ws5 op ids.
+NUM_OPS = 5
+EPSILON = 1e-5
+
+# Kaiming normal (fan in) of a kernel stacked on a leading copy axis.
+stacked_kaiming = nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=-2,
+                                                   out_axis=-1, batch_axis=(0,))
+
+
+def check_space(space: NasnetSpace) -> None:
+  """Raises ``ValueError`` unless ``space`` is a ``nasnet`` space with ``ws5`` ops."""
+  if getattr(space, "name", None) != "nasnet" or space.op_set.name != "ws5":
+    raise ValueError(f"the supernet needs a nasnet space with ws5 ops, got "
+                     f"{space.signature() if hasattr(space, 'signature') else space!r}.")
+
+
+def arch_array(space: NasnetSpace, arch: NasnetArch) -> np.ndarray:
+  """int32 ``[2, B, 4]``: (normal, reduction) x nodes x (input1, op1, input2, op2)."""
+  return space.to_values(space.check(arch)).astype(np.int32).reshape(2, space.nodes, 4)
+
+
+def arch_arrays(space: NasnetSpace, archs: Sequence[NasnetArch]) -> np.ndarray:
+  """int32 ``[N, 2, B, 4]`` of ``archs``."""
+  return np.stack([arch_array(space, a) for a in archs]).astype(np.int32)
+
+
+def batch_norm(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
+               axis_name: str | None) -> jnp.ndarray:
+  """BatchNorm with the statistics of this batch (over ``axis_name`` devices if set)."""
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=(0, 1, 2))
+  mean_square = jnp.mean(jnp.square(x32), axis=(0, 1, 2))
+  if axis_name is not None:
+    mean, mean_square = jax.lax.pmean((mean, mean_square), axis_name)
+  variance = jnp.maximum(mean_square - jnp.square(mean), 0.0)
+  out = (x32 - mean) * jax.lax.rsqrt(variance + EPSILON) * scale + bias
+  return out.astype(x.dtype)
+
+
+def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, groups: int = 1) -> jnp.ndarray:
+  """Bias-free NHWC conv with HWIO ``kernel`` padded by ``k // 2`` (PyTorch padding)."""
+  pad = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(
+      x, kernel.astype(x.dtype), (stride, stride), ((pad, pad), (pad, pad)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def factorized_reduce(x: jnp.ndarray, p: dict[str, jnp.ndarray],
+                      axis_name: str | None) -> jnp.ndarray:
+  """``ops.FactorizedReduce`` as a function of its parameters ``conv_1``, ``conv_2``
+  (``[1, 1, C_in, C/2]``), ``scale``, ``bias``: halves H and W."""
+  first = conv2d(x, p["conv_1"], 2)
+  shifted = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1:, 1:, :]
+  second = conv2d(shifted, p["conv_2"], 2)
+  return batch_norm(jnp.concatenate([first, second], -1), p["scale"], p["bias"], axis_name)
+
+
+def sep_conv(x: jnp.ndarray, p: dict[str, jnp.ndarray], stride: int,
+             axis_name: str | None) -> jnp.ndarray:
+  """``ops.SepConv`` (twice ReLU, depthwise, pointwise, BN; stride on the first)
+  as a function of one copy of its parameters."""
+  channels = x.shape[-1]
+  for i, s in enumerate((stride, 1)):
+    x = conv2d(nn.relu(x), p[f"depthwise_{i}"], s, groups=channels)
+    x = conv2d(x, p[f"pointwise_{i}"])
+    x = batch_norm(x, p[f"scale_{i}"], p[f"bias_{i}"], axis_name)
+  return x
+
+
+def _factorized_reduce_params(module: nn.Module, name: str, copies: int, c_in: int,
+                              c_out: int) -> dict[str, jnp.ndarray]:
+  half = c_out // 2
+  return {
+      "conv_1": module.param(f"{name}_conv_1", stacked_kaiming, (copies, 1, 1, c_in, half)),
+      "conv_2": module.param(f"{name}_conv_2", stacked_kaiming, (copies, 1, 1, c_in, half)),
+      "scale": module.param(f"{name}_scale", nn.initializers.ones, (copies, c_out)),
+      "bias": module.param(f"{name}_bias", nn.initializers.zeros, (copies, c_out)),
+  }
+
+
+def _index(params: dict[str, jnp.ndarray], i: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """Copy ``i`` of stacked parameters (a gather: other copies get zero gradient)."""
+  return {k: v[i] for k, v in params.items()}
+
+
+class Branch(nn.Module):
+  """One branch slot (x or y) of one node: all its candidate ops' weights,
+  applied as ``op(state[input])`` with only the chosen op run.
+
+  Attributes:
+    node: the node's index ``i`` (it may read states ``0..i+1``).
+    features: channels ``C``.
+    reduction: ops on states 0/1 have stride 2 (and identity is a FactorizedReduce).
+    bn_axis_name: pmap axis of the BatchNorm statistics.
+  """
+  node: int
+  features: int
+  reduction: bool
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray, nodes: jnp.ndarray | None, state: jnp.ndarray,
+               op: jnp.ndarray) -> jnp.ndarray:
+    """Args: ``inputs`` ``[2, B, H, W, C]`` (s0, s1); ``nodes`` ``[i, B, H', W', C]``
+    (earlier nodes; None for node 0); ``state``, ``op`` int32 scalars.
+    Returns ``[B, H', W', C]`` (``H' = H / 2`` in a reduction cell)."""
+    copies, c = self.node + 2, self.features
+    sep = {}
+    for size in SEP_SIZES:
+      p = {}
+      for i in range(2):
+        p[f"depthwise_{i}"] = self.param(f"sep{size}_depthwise_{i}", stacked_kaiming,
+                                         (copies, size, size, 1, c))
+        p[f"pointwise_{i}"] = self.param(f"sep{size}_pointwise_{i}", stacked_kaiming,
+                                         (copies, 1, 1, c, c))
+        p[f"scale_{i}"] = self.param(f"sep{size}_scale_{i}", nn.initializers.ones, (copies, c))
+        p[f"bias_{i}"] = self.param(f"sep{size}_bias_{i}", nn.initializers.zeros, (copies, c))
+      sep[size] = _index(p, state)
+    axis = self.bn_axis_name
+
+    def branches(stride: int, reduce: dict[str, jnp.ndarray] | None):
+      """The 5 ops (in ws5 id order) on ``x`` with ``stride``."""
+      return [
+          lambda x: sep_conv(x, sep[3], stride, axis),
+          lambda x: sep_conv(x, sep[5], stride, axis),
+          lambda x: ops.pool(x, "avg", 3, stride, include_pad=False),
+          lambda x: ops.pool(x, "max", 3, stride, include_pad=False),
+          (lambda x: x) if reduce is None else (lambda x: factorized_reduce(x, reduce, axis)),
+      ]
+
+    if not self.reduction:
+      stacked = inputs if nodes is None else jnp.concatenate([inputs, nodes])
+      x = stacked[state]
+      return jax.lax.switch(op, branches(1, None), x)
+    reduce = _index(_factorized_reduce_params(self, "reduce", 2, c, c), jnp.minimum(state, 1))
+    strided = [lambda inputs, nodes, f=f: f(inputs[jnp.minimum(state, 1)])
+               for f in branches(2, reduce)]
+    if nodes is None:  # Node 0 reads only the cell inputs.
+      return jax.lax.switch(op, strided, inputs, None)
+    plain = [lambda inputs, nodes, f=f: f(nodes[jnp.clip(state - 2, 0, nodes.shape[0] - 1)])
+             for f in branches(1, None)]
+    return jax.lax.switch(op + NUM_OPS * (state >= 2).astype(op.dtype), strided + plain,
+                          inputs, nodes)
+
+
+class ReLUConvBN(nn.Module):
+  """ReLU, 1x1 conv, batch-statistics BN (the supernet's input calibration)."""
+  features: int
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param("conv", ops.kaiming_normal, (1, 1, x.shape[-1], self.features))
+    scale = self.param("scale", nn.initializers.ones, (self.features,))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return batch_norm(conv2d(nn.relu(x), kernel), scale, bias, self.bn_axis_name)
+
+
+class FactorizedReduce(nn.Module):
+  """``ops.FactorizedReduce`` with batch-statistics BN (one copy of parameters)."""
+  features: int
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    p = _factorized_reduce_params(self, "reduce", 1, x.shape[-1], self.features)
+    return factorized_reduce(x, _index(p, 0), self.bn_axis_name)
+
+
+class SharedCell(nn.Module):
+  """One supernet cell; the cell's nodes are the data ``cell`` int32 ``[B, 4]``.
+
+  Attributes:
+    nodes: ``B``.
+    features: ``C`` channels of every state and of the output.
+    reduction: whether this is a reduction cell.
+    bn_axis_name: pmap axis of the BatchNorm statistics.
+  """
+  nodes: int
+  features: int
+  reduction: bool
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, s0: jnp.ndarray, s1: jnp.ndarray, cell: jnp.ndarray,
+               keep_prob: jnp.ndarray | None) -> jnp.ndarray:
+    """``s0``, ``s1``: the previous cells' outputs; ``keep_prob``: drop-path keep
+    probability (None: no drop path). Returns ``[B, H', W', C]``."""
+    c, axis = self.features, self.bn_axis_name
+    if s0.shape[1] == 2 * s1.shape[1]:
+      s0 = FactorizedReduce(c, axis, name="calibrate_s0")(nn.relu(s0))
+    elif s0.shape[-1] != c:
+      s0 = ReLUConvBN(c, axis, name="calibrate_s0")(s0)
+    if s1.shape[-1] != c:
+      s1 = ReLUConvBN(c, axis, name="calibrate_s1")(s1)
+    inputs = jnp.stack([s0, s1])
+    states = []
+    for i in range(self.nodes):
+      nodes = jnp.stack(states) if states else None
+      out = 0.0
+      for slot in range(2):
+        branch = Branch(i, c, self.reduction, axis, name=f"node{i}_{'xy'[slot]}")
+        y = branch(inputs, nodes, cell[i, 2 * slot], cell[i, 2 * slot + 1])
+        if keep_prob is not None:
+          y = cells.drop_path(y, keep_prob, self.make_rng("dropout"))
+        out = out + y
+      states.append(out)
+
+    # Loose ends: states no node reads, as a 0/1 mask over all B + 2 states.
+    used = jnp.zeros((self.nodes + 2,), jnp.bool_).at[cell[:, 0]].set(True).at[cell[:, 2]].set(True)
+    mask = 1.0 - used.astype(jnp.float32)
+    if self.reduction:
+      s0, s1 = (FactorizedReduce(c, axis, name=f"reduce_s{k}")(s) for k, s in enumerate((s0, s1)))
+    every = jnp.stack([s0, s1] + states)  # [B + 2, batch, H', W', C]
+    every = nn.relu(every) * mask.astype(every.dtype)[:, None, None, None, None]
+    kernel = self.param("output_conv", stacked_kaiming, (self.nodes + 2, c, c))
+    out = jnp.einsum("sbhwc,scd->bhwd", every, kernel.astype(every.dtype))
+    scale = self.param("output_scale", nn.initializers.ones, (c,))
+    bias = self.param("output_bias", nn.initializers.zeros, (c,))
+    return batch_norm(out, scale, bias, axis)
+
+
+class Supernet(nn.Module):
+  """The NAO-WS supernet.
+
+  Attributes:
+    nodes: ``B`` nodes per cell.
+    num_cells: ``N`` normal cells per stage (``3N + 2`` cells; reference 3 -> 11).
+    features: ``C`` of the first stage (stem ``3C``; reference 20).
+    num_classes: classifier outputs.
+    drop_path_keep_prob: final keep probability of drop path (reference 0.9);
+      1.0 disables it.
+    bn_axis_name: pmap axis of the BatchNorm statistics (None: this device's batch).
+    dtype: compute dtype (parameters are float32).
+  """
+  nodes: int = 5
+  num_cells: int = 3
+  features: int = 20
+  num_classes: int = 10
+  drop_path_keep_prob: float = 0.9
+  bn_axis_name: str | None = None
+  dtype: Any = jnp.float32
+
+  @property
+  def total_cells(self) -> int:
+    return 3 * self.num_cells + 2
+
+  @nn.compact
+  def __call__(self, images: jnp.ndarray, arch: jnp.ndarray, train: bool = False,
+               step: jnp.ndarray | int = 0, total_steps: int = 1) -> jnp.ndarray:
+    """Args: ``images`` float ``[B, H, W, 3]`` (normalised); ``arch`` int32
+    ``[2, nodes, 4]``; ``train`` enables drop path (needs a 'dropout' rng);
+    ``step`` / ``total_steps`` set its ramp. Returns float32 logits ``[B, classes]``."""
+    axis = self.bn_axis_name
+    x = images.astype(self.dtype)
+    stem = self.param("stem_conv", ops.kaiming_normal, (3, 3, x.shape[-1], 3 * self.features))
+    x = batch_norm(conv2d(x, stem), self.param("stem_scale", nn.initializers.ones,
+                                               (3 * self.features,)),
+                   self.param("stem_bias", nn.initializers.zeros, (3 * self.features,)), axis)
+    s0 = s1 = x
+    features = self.features
+    reductions = (self.num_cells, 2 * self.num_cells + 1)
+    for index in range(self.total_cells):
+      reduction = index in reductions
+      features *= 2 if reduction else 1
+      keep = None
+      if train and self.drop_path_keep_prob < 1.0:
+        keep = cells.drop_path_keep_prob(index, self.total_cells, self.drop_path_keep_prob,
+                                         step, total_steps)
+      cell = SharedCell(self.nodes, features, reduction, axis, name=f"cell_{index}")
+      s0, s1 = s1, cell(s0, s1, arch[1 if reduction else 0], keep)
+    x = jnp.mean(s1.astype(jnp.float32), axis=(1, 2))
+    return nn.Dense(self.num_classes, kernel_init=ops.kaiming_normal, name="classifier")(x)
+
+
+def init_params(model: Supernet, seed: int, image_size: int = 32) -> Any:
+  """The model's parameters, drawn on the host (numpy; compiling the flax init
+  of a net with ~200 conditionals takes minutes on CPU).
+
+  BN scales are ones and biases zeros; every other leaf is a Kaiming-normal
+  (fan in, gain sqrt 2) kernel: stacked kernels (odd rank: ``[copies, ..., in,
+  out]``) count ``prod(shape[1:-1])`` inputs, plain kernels ``prod(shape[:-1])``.
+  Returns a pytree of float32 ``jax.Array``s.
+  """
+  images = jax.ShapeDtypeStruct((2, image_size, image_size, 3), jnp.float32)
+  arch = jax.ShapeDtypeStruct((2, model.nodes, 4), jnp.int32)
+  shapes = jax.eval_shape(lambda x, a: model.init({"params": jax.random.key(0)}, x, a),
+                          images, arch)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes["params"])
+  rng = np.random.default_rng(seed)
+  values = []
+  for path, leaf in leaves:
+    name = str(getattr(path[-1], "key", path[-1]))
+    if name.endswith("scale") or "_scale" in name:
+      values.append(np.ones(leaf.shape, np.float32))
+    elif name == "bias" or "_bias" in name:
+      values.append(np.zeros(leaf.shape, np.float32))
+    else:
+      fan_in = np.prod(leaf.shape[1:-1] if len(leaf.shape) % 2 else leaf.shape[:-1])
+      values.append((rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+  return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in values])
+
+
+def from_space(space: NasnetSpace, **settings: Any) -> Supernet:
+  """The supernet of ``space`` (``nasnet`` with ``ws5`` ops)."""
+  check_space(space)
+  return Supernet(nodes=space.nodes, **settings)
