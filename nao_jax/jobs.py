@@ -20,6 +20,7 @@ JOBS = {
     "sample": "nao_jax.sample",
     "train": "nao_jax.training.loop",
     "search": "nao_jax.search",
+    "nao_ws": "nao_jax.nao_ws",
 }
 
 

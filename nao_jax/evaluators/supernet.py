@@ -1,0 +1,238 @@
+"""The NAO-WS supernet evaluator: train the shared weights, score archs with them (reference §6.1).
+
+``SupernetEvaluator(space, data, config, seed)`` holds the supernet's train
+state replicated over the local devices:
+
+* ``train_steps(pool, start, stop)`` runs global steps ``[start, stop)``; step
+  ``t`` trains on minibatch ``t % steps_per_epoch`` of epoch
+  ``t // steps_per_epoch`` (order a function of ``(seed, epoch)``) with the arch
+  ``pool[rng(seed, t) % len(pool)]`` (uniform over the pool), so any range of
+  steps is reproducible and a resumed run is exact.
+* ``score(archs)`` is the top-1 accuracy of every arch on the *same* fixed
+  ``eval_images`` validation images (§9 item 13), BatchNorm in batch-statistics
+  mode (the supernet keeps no running statistics, §9 item 12). Archs are
+  sharded over the devices and ``lax.map``-ped on each: one compiled call per
+  pool, one compilation for every pool of that size.
+* ``evaluate(archs)`` is the ``Evaluation`` list of the evaluator interface.
+
+The train step is the child trainer's pattern (``training.step``): written once
+with ``axis_name='batch'`` (gradients, metrics and BatchNorm statistics
+averaged over devices) and ``pmap``-ped; the arch is an argument, so one
+compilation serves every arch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from nao_jax import data as data_lib
+from nao_jax.data import augment
+from nao_jax.evaluators.tabular import Evaluation
+from nao_jax.models import supernet as supernet_lib
+from nao_jax.training import step as step_lib
+
+AXIS = step_lib.AXIS
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Reference §6.1 / §7.2 defaults."""
+  return ml_collections.ConfigDict(dict(
+      num_cells=3,  # N per stage: 3N + 2 = 11 cells.
+      features=20,  # C.
+      drop_path_keep_prob=0.9,
+      epochs=150,
+      batch_size=64,  # Global, split over the devices.
+      learning_rate=0.025,  # Cosine per epoch to min_learning_rate.
+      min_learning_rate=0.001,
+      momentum=0.9,
+      weight_decay=3e-4,
+      clip_norm=5.0,
+      pad=4, flip=True, cutout=0,  # Augmentation of the search (no Cutout).
+      eval_images=500,  # Fixed validation images every arch is scored on.
+      num_devices=0,  # 0 = all local devices.
+  ))
+
+
+def learning_rate_schedule(base: float, minimum: float, epochs: int,
+                           steps_per_epoch: int) -> optax.Schedule:
+  """Cosine from ``base`` to ``minimum`` over ``epochs``, stepped per epoch."""
+  def schedule(step):
+    epoch = jnp.floor_divide(step, steps_per_epoch).astype(jnp.float32)
+    return minimum + 0.5 * (base - minimum) * (1.0 + jnp.cos(math.pi * epoch / epochs))
+  return schedule
+
+
+def train_step(state: step_lib.TrainState, batch: dict[str, jnp.ndarray], arch: jnp.ndarray,
+               key: jax.Array, *, model: supernet_lib.Supernet, tx: optax.GradientTransformation,
+               hyper: step_lib.Hyper) -> tuple[step_lib.TrainState, dict[str, jnp.ndarray]]:
+  """One SGD step of the supernet with ``arch`` int32 ``[2, B, 4]`` on this device's
+  shard (see ``training.step.train_step`` for the batch, key and metrics)."""
+  step_key = jax.random.fold_in(key, state.step)
+  augment_key, dropout_key = jax.random.split(step_key)
+  shard = batch["labels"].shape[0]
+  first = jax.lax.axis_index(AXIS) * shard
+  example_keys = jax.vmap(functools.partial(jax.random.fold_in, augment_key))(
+      first + jnp.arange(shard))
+  images = augment.augment_batch(batch["images"], example_keys, hyper.mean, hyper.std,
+                                 hyper.pad, hyper.cutout, hyper.flip)
+  dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(AXIS))
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, images, arch, train=True, step=state.step,
+                         total_steps=hyper.total_steps, rngs={"dropout": dropout_key})
+    return step_lib.cross_entropy(logits, batch["labels"], 0.0), logits
+
+  grads, logits = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  loss = step_lib.cross_entropy(logits, batch["labels"], 0.0)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
+  metrics = jax.lax.pmean(dict(loss=loss, accuracy=accuracy), AXIS)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def score_archs(params: Any, images: jnp.ndarray, labels: jnp.ndarray, archs: jnp.ndarray, *,
+                model: supernet_lib.Supernet) -> jnp.ndarray:
+  """Top-1 accuracy float32 ``[N]`` of each of ``archs`` int32 ``[N, 2, B, 4]`` on the
+  normalised ``images`` ``[M, H, W, 3]`` (batch-statistics BN), one arch after the
+  other (``lax.map``: the op switch stays a real branch)."""
+  def one(arch):
+    logits = model.apply({"params": params}, images, arch)
+    return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+  return jax.lax.map(one, archs)
+
+
+class SupernetEvaluator:
+  """Trains the supernet and scores archs with it (see the module docstring).
+
+  Attributes:
+    space: the ``nasnet`` ws5 space.
+    state: the replicated ``TrainState`` (``batch_stats`` is empty).
+    steps_per_epoch, total_steps: of the whole supernet training.
+  """
+  search_metric = "supernet_accuracy"
+  report_metric = "supernet_accuracy"
+
+  def __init__(self, space: Any, data: data_lib.ImageData, config: ml_collections.ConfigDict,
+               seed: int):
+    supernet_lib.check_space(space)
+    if data.valid is None:
+      raise ValueError("data.split: the supernet scores archs on a validation split; use "
+                       "'search'.")
+    local = jax.local_devices()
+    wanted = config.num_devices or len(local)
+    if not 1 <= wanted <= len(local):
+      raise ValueError(f"num_devices: {config.num_devices} but this host has {len(local)} "
+                       "devices; use 0 (all) or 1..{len(local)}.")
+    if config.batch_size < 1 or config.batch_size % wanted:
+      raise ValueError(f"batch_size: must be a positive multiple of the {wanted} devices, got "
+                       f"{config.batch_size}.")
+    if not 1 <= config.eval_images <= len(data.valid):
+      raise ValueError(f"eval_images: must be in [1, {len(data.valid)}] (validation images), "
+                       f"got {config.eval_images}.")
+    if config.epochs < 1:
+      raise ValueError(f"epochs: must be >= 1, got {config.epochs}.")
+    self.space, self.data, self.config, self.seed = space, data, config, int(seed)
+    self.devices = local[:wanted]
+    self.steps_per_epoch = len(data.train) // config.batch_size
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"batch_size: {config.batch_size} exceeds the {len(data.train)} "
+                       "training images.")
+    self.total_steps = self.steps_per_epoch * config.epochs
+    self.model = supernet_lib.from_space(
+        space, num_cells=config.num_cells, features=config.features,
+        num_classes=data.num_classes, drop_path_keep_prob=config.drop_path_keep_prob)
+    self.schedule = learning_rate_schedule(config.learning_rate, config.min_learning_rate,
+                                           config.epochs, self.steps_per_epoch)
+    self.tx = step_lib.make_optimizer(self.schedule, config.momentum, config.weight_decay,
+                                      config.clip_norm)
+    hyper = step_lib.Hyper(mean=data.mean, std=data.std, pad=config.pad, cutout=config.cutout,
+                           flip=config.flip, total_steps=self.total_steps)
+    params = supernet_lib.init_params(self.model, seed, data.train.images.shape[1])
+    host_state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                     batch_stats={}, opt_state=self.tx.init(params))
+    self.state = flax.jax_utils.replicate(host_state, self.devices)
+    self._train = jax.pmap(functools.partial(
+        train_step, model=self.model.clone(bn_axis_name=AXIS), tx=self.tx, hyper=hyper),
+        axis_name=AXIS, devices=self.devices, donate_argnums=(0,))
+    self._score = jax.pmap(functools.partial(score_archs, model=self.model),
+                           in_axes=(0, None, None, 0), devices=self.devices)
+    self._key = flax.jax_utils.replicate(jax.random.key(seed), self.devices)
+    order = np.random.default_rng([self.seed, 2]).permutation(len(data.valid))
+    fixed = data.valid.take(np.sort(order[:config.eval_images]))
+    self.eval_images = augment.normalize(jnp.asarray(fixed.images), data.mean, data.std)
+    self.eval_labels = jnp.asarray(fixed.labels)
+
+  # ---- state ----------------------------------------------------------------
+
+  @property
+  def step(self) -> int:
+    return int(self.state.step[0])
+
+  def host_state(self) -> step_lib.TrainState:
+    """The train state on the host (for checkpoints)."""
+    return jax.device_get(flax.jax_utils.unreplicate(self.state))
+
+  def load_state(self, host_state: step_lib.TrainState) -> None:
+    self.state = flax.jax_utils.replicate(host_state, self.devices)
+
+  # ---- training -------------------------------------------------------------
+
+  def arch_index(self, step: int, pool_size: int) -> int:
+    """The pool index trained at global ``step`` (uniform, a function of (seed, step))."""
+    return int(np.random.default_rng([self.seed, 1, step]).integers(pool_size))
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    """The global batch of ``step``, ``[devices, per_device, ...]``."""
+    epoch, index = divmod(step, self.steps_per_epoch)
+    order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.data.train))
+    size = self.config.batch_size
+    split = self.data.train.take(order[index * size:(index + 1) * size])
+    d = len(self.devices)
+    return {"images": split.images.reshape(d, -1, *split.images.shape[1:]),
+            "labels": split.labels.reshape(d, -1)}
+
+  def train_steps(self, pool: np.ndarray, stop: int) -> dict[str, float]:
+    """Trains from the current step to global step ``stop`` on ``pool`` int32
+    ``[P, 2, B, 4]``; returns the mean loss and accuracy of those steps."""
+    metrics = []
+    for step in range(self.step, stop):
+      arch = pool[self.arch_index(step, len(pool))]
+      archs = np.broadcast_to(arch, (len(self.devices),) + arch.shape)
+      self.state, m = self._train(self.state, self.batch(step), archs, self._key)
+      metrics.append(m)
+    if not metrics:
+      return {}
+    means = {k: float(np.mean([float(m[k][0]) for m in metrics])) for k in metrics[0]}
+    if not math.isfinite(means["loss"]):
+      raise FloatingPointError(f"supernet loss is {means['loss']} before step {stop}; lower "
+                               "supernet.learning_rate.")
+    return means
+
+  # ---- scoring --------------------------------------------------------------
+
+  def score_arrays(self, archs: np.ndarray) -> np.ndarray:
+    """Accuracies float64 ``[N]`` of ``archs`` int32 ``[N, 2, B, 4]`` (see ``score_archs``)."""
+    n, d = len(archs), len(self.devices)
+    per_device = -(-n // d)
+    padded = np.concatenate([archs, np.repeat(archs[:1], per_device * d - n, 0)])
+    scores = self._score(self.state.params, self.eval_images, self.eval_labels,
+                         padded.reshape(d, per_device, *archs.shape[1:]))
+    return np.asarray(jax.device_get(scores), np.float64).reshape(-1)[:n]
+
+  def score(self, archs: Sequence[Any]) -> np.ndarray:
+    return self.score_arrays(supernet_lib.arch_arrays(self.space, archs))
+
+  def evaluate(self, archs: Sequence[Any]) -> list[Evaluation]:
+    return [Evaluation(float(s), {self.report_metric: float(s)}, 1.0)
+            for s in self.score(archs)]
