@@ -268,6 +268,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return _finish(config, workdir, s.space, last)
 
 
+def _train_child(config: ml_collections.ConfigDict, section: str, arch_path: str,
+                 directory: str) -> dict[str, Any]:
+  """The child trainer's results in ``directory``, training only if it has none yet
+  (a resumed pipeline does not retrain a finished child)."""
+  done = os.path.join(directory, "results.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      return json.load(f)
+  return loop.run(_child_config(config, section, arch_path), directory)
+
+
 def _finish(config: ml_collections.ConfigDict, workdir: str, space: Any,
             last: list[dict[str, Any]]) -> dict[str, Any]:
   """Re-ranks the top of the last pool by short training, trains the winner."""
@@ -278,7 +289,7 @@ def _finish(config: ml_collections.ConfigDict, workdir: str, space: Any,
     arch_path = os.path.join(directory, "arch.json")
     _write_json(arch_path, {"space": space.signature(), **record["arch"]})
     print(f"re-ranking {i + 1}/{config.search.rerank_top}: {record['string']}", flush=True)
-    result = loop.run(_child_config(config, "rerank", arch_path), directory)
+    result = _train_child(config, "rerank", arch_path, directory)
     candidates.append((result["best_valid_accuracy"], -i, record, arch_path))
   valid, _, best, arch_path = max(candidates, key=lambda c: (c[0], c[1]))
   summary = {"space": space.signature(), **best["arch"], "string": best["string"],
@@ -293,7 +304,7 @@ def _finish(config: ml_collections.ConfigDict, workdir: str, space: Any,
   print(f"winner: {best['string']} (re-rank valid accuracy {valid:.4f}); wrote {best_path}",
         flush=True)
   if config.final.enabled:
-    final = loop.run(_child_config(config, "final", best_path), os.path.join(workdir, "final"))
+    final = _train_child(config, "final", best_path, os.path.join(workdir, "final"))
     summary["final_test_accuracy"] = final["final_test_accuracy"]
     _write_json(best_path, summary)
     print(f"final test accuracy of the winner: {final['final_test_accuracy']:.4f}", flush=True)
