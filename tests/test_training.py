@@ -173,6 +173,9 @@ def test_sigterm_saves_and_resume_continues_bit_exactly(tmp_path, monkeypatch, c
   assert step_a == step_b == 20
   for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
     np.testing.assert_array_equal(a, b)
+  # Rerunning a finished run rewrites results.json (it used to fail on the existing file).
+  again = loop.run(small_config(tmp_path), str(tmp_path / "resumed"))
+  assert again["final_test_accuracy"] == straight["final_test_accuracy"]
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, straight_run):

@@ -266,4 +266,4 @@ def _write_json(path: str, record: dict[str, Any]) -> None:
   """Writes ``record`` to ``path`` (local or ``gs://``) via a temporary file."""
   temporary = epath.Path(path + ".tmp")
   temporary.write_text(json.dumps(record, indent=2) + "\n")
-  temporary.rename(path)
+  temporary.replace(path)
