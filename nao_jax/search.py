@@ -159,13 +159,12 @@ def _write_json(path: str, data: Any) -> None:
   os.replace(temporary, path)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
-  """Runs (or resumes) the search in ``workdir``; returns the best record."""
-  space, evaluator, strategy, state = setup(config)
-  os.makedirs(workdir, exist_ok=True)
-  history_path = os.path.join(workdir, "history.jsonl")
-  recorded = history.read(history_path)
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+def _resume_and_run(config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer,
+                    strategy: strategies.Strategy, state: Any, evaluator: Any,
+                    recorded: list[dict[str, Any]], history_path: str) -> list[dict[str, Any]]:
+  """Restores the latest checkpoint (if any), runs the remaining rounds with
+  history, checkpoints and best_arch.json; returns all records."""
+  space = evaluator.space
   restored = _restore(checkpointer, config, strategy, space)
   start_round, start_index = 0, 0
   if restored is not None:
@@ -195,8 +194,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | Non
       print(f"round {result.round:3d} | evaluations {len(records):4d}/{config.budget} | best "
             f"{metric} {best['score']:.3f} ({report} {best['report'][report]:.3f}) | "
             f"{time.time() - started:.1f}s", flush=True)
-  checkpointer.close()
+  return records
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """Runs (or resumes) the search in ``workdir``; returns the best record."""
+  space, evaluator, strategy, state = setup(config)
+  os.makedirs(workdir, exist_ok=True)
+  history_path = os.path.join(workdir, "history.jsonl")
+  recorded = history.read(history_path)
+  with Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2) as checkpointer:
+    records = _resume_and_run(config, workdir, checkpointer, strategy, state, evaluator,
+                              recorded, history_path)
   best = best_record(records)
+  metric, report = evaluator.search_metric, evaluator.report_metric
   if best is not None:
     plot = viz.plot_search(records, os.path.join(workdir, "plots", "search.png"), metric, report,
                            title=f"{config.strategy} on {space.signature()}")

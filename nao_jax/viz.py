@@ -60,6 +60,11 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], pa
     axis.fill_between(x, mean - half_width, mean + half_width, alpha=0.2)
   if optimum is not None:
     axis.axhline(optimum, color="k", linestyle="--", linewidth=0.8, label="optimum")
+  # Zoom past the first tenth of the budget, where the curves separate.
+  start = max(len(x) // 10 for x, _, _ in curves.values())
+  low = min(float(np.min((mean - half_width)[start:])) for _, mean, half_width in curves.values())
+  high = max([optimum or -np.inf] + [float(np.max(m + h)) for _, m, h in curves.values()])
+  axis.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
   axis.set_xlabel("evaluations")
   axis.set_ylabel(ylabel)
   axis.set_title(title)

@@ -51,7 +51,7 @@ def test_asks_are_valid_and_never_repeated(name, space_name):
   if name == "evolution":
     config.population, config.tournament = 10, 3
   strategy = strategies.get(name)
-  num_rounds = 8 if name == "nao" else 20  # NAO: few rounds, its controller is slower.
+  num_rounds = 5 if name == "nao" else 20  # NAO: few rounds, its controller is slower.
   asked, state = run_rounds(strategy, strategy.init(3, space, config), space, num_rounds)
   assert len(asked) == 7 * num_rounds
   for arch in asked:
@@ -81,7 +81,7 @@ def test_save_restore_continues_exactly(name, tmp_path):
   space = spaces.get("nb201")
   strategy = strategies.get(name)
   config = small_config(name, round_size=4)
-  _, state = run_rounds(strategy, strategy.init(5, space, config), space, 3)
+  _, state = run_rounds(strategy, strategy.init(5, space, config), space, 2)
   pending, state = strategy.ask(state, 4)  # Asked, not told: must survive the round trip.
   arrays, record = strategy.save(state)
   with Checkpointer(str(tmp_path / "ckpt")) as ckpt:
@@ -90,8 +90,8 @@ def test_save_restore_continues_exactly(name, tmp_path):
   record = json.loads(json.dumps(metadata["strategy"]))
   restored = strategy.restore(5, space, config, restored_arrays.get("strategy", {}), record)
   scores = [toy_score(space, a) for a in pending]
-  original_next, _ = run_rounds(strategy, strategy.tell(state, pending, scores), space, 3)
-  restored_next, _ = run_rounds(strategy, strategy.tell(restored, pending, scores), space, 3)
+  original_next, _ = run_rounds(strategy, strategy.tell(state, pending, scores), space, 2)
+  restored_next, _ = run_rounds(strategy, strategy.tell(restored, pending, scores), space, 2)
   assert original_next == restored_next
   np.testing.assert_array_equal(restored.archive.scores, state.archive.scores)
 
