@@ -28,6 +28,9 @@ benchmarks/results/nb201_quick.md):
    ranks a local neighbourhood, where it is most accurate): 94.37 / 94.37 on the
    4 tuning seeds; 94.26 ± 0.20 / 94.36 ± 0.04 over 20 seeds (targets 94.20 /
    94.28; evolution 94.14 / 94.29).
+``configs/nb201.py:reference`` (top-100 seeds, first unseen decoded, 300 epochs)
+measures 93.86 ± 0.28 / 93.88 ± 0.32 over the same 20 seeds
+(benchmarks/results/nb201_nao_reference_quick.md), close to random search.
 
 Differences from the reference, each for a stated reason:
 * The controller trains on all evaluations, not on a pool of the best (600 -
