@@ -56,6 +56,10 @@ def _last_line(message: str) -> str:
 
 
 def main(argv: list[str]) -> None:
+  if not flags.FLAGS["verbosity"].present:
+    # Progress goes to stdout; library INFO logs (orbax saves, backend probing)
+    # would bury it. --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; settings go in --config.<field>=<value>.")
   if not _WORKDIR.value:
