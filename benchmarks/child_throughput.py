@@ -10,7 +10,6 @@ import argparse
 import os
 import time
 
-import flax.jax_utils
 import jax
 import numpy as np
 
@@ -30,12 +29,12 @@ def measure(name, batch, dtype, steps):
   devices = jax.local_devices()[:1]
   train, evaluate = step_lib.pmapped_steps(model, tx, hyper, devices)
 
-  state = flax.jax_utils.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)),
+  state = step_lib.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)),
                                    devices)
   rng = np.random.default_rng(0)
   batch_ = {"images": rng.integers(0, 256, (1, batch, 32, 32, 3), dtype=np.uint8),
             "labels": rng.integers(0, 10, (1, batch)).astype(np.int32)}
-  key = flax.jax_utils.replicate(jax.random.key(1), devices)
+  key = step_lib.replicate(jax.random.key(1), devices)
   start = time.time()
   state, metrics = train(state, batch_, key)
   jax.block_until_ready(metrics)

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax.jax_utils import replicate
 
 from nao_jax import models
 from nao_jax import spaces
@@ -42,7 +41,8 @@ def test_pmap_over_8_devices_equals_one_device_with_the_whole_batch():
     n = len(devices)
     train, _ = step_lib.pmapped_steps(model, tx, hyper, devices=devices)
     sharded = jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
-    new_state, metrics = train(replicate(state, devices), sharded, replicate(key, devices))
+    new_state, metrics = train(step_lib.replicate(state, devices), sharded,
+                                   step_lib.replicate(key, devices))
     results.append((jax.tree.map(lambda x: np.asarray(x[0]), new_state),
                     jax.tree.map(lambda x: float(x[0]), metrics)))
   (one, one_metrics), (eight, eight_metrics) = results
@@ -54,6 +54,29 @@ def test_pmap_over_8_devices_equals_one_device_with_the_whole_batch():
       np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
   # The step changed the BatchNorm statistics (they are not the initial 0 / 1).
   assert np.abs(one.batch_stats["stem_norm"]["bn"]["mean"]).max() > 1e-3
+
+
+def test_train_step_fed_its_own_output_traces_once(monkeypatch):
+  traces = []
+  original = step_lib.train_step
+
+  def counting_step(*args, **kwargs):
+    traces.append(1)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(step_lib, "train_step", counting_step)
+  model = tiny_model()
+  tx = step_lib.make_optimizer(step_lib.learning_rate_schedule(0.1, 10, 5))
+  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, total_steps=50)
+  devices = jax.local_devices()[:2]
+  train, _ = step_lib.pmapped_steps(model, tx, hyper, devices=devices)
+  state = step_lib.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)), devices)
+  key = step_lib.replicate(jax.random.key(1), devices)
+  batch = {"images": np.zeros((2, 4, 32, 32, 3), np.uint8), "labels": np.zeros((2, 4), np.int32)}
+  for _ in range(3):
+    state, _ = train(state, batch, key)
+  assert int(state.step[0]) == 3 and int(state.step[1]) == 3
+  assert len(traces) == 1
 
 
 def test_drop_path_keep_probability_follows_the_reference_formula():

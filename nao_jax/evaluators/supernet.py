@@ -161,13 +161,13 @@ class SupernetEvaluator:
     params = supernet_lib.init_params(self.model, seed, data.train.images.shape[1])
     host_state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                      batch_stats={}, opt_state=self.tx.init(params))
-    self.state = flax.jax_utils.replicate(host_state, self.devices)
+    self.state = step_lib.replicate(host_state, self.devices)
     self._train = jax.pmap(functools.partial(
         train_step, model=self.model.clone(bn_axis_name=AXIS), tx=self.tx, hyper=hyper),
         axis_name=AXIS, devices=self.devices, donate_argnums=(0,))
     self._score = jax.pmap(functools.partial(score_archs, model=self.model),
                            in_axes=(0, None, None, 0), devices=self.devices)
-    self._key = flax.jax_utils.replicate(jax.random.key(seed), self.devices)
+    self._key = step_lib.replicate(jax.random.key(seed), self.devices)
     order = np.random.default_rng([self.seed, 2]).permutation(len(data.valid))
     fixed = data.valid.take(np.sort(order[:config.eval_images]))
     self.eval_images = augment.normalize(jnp.asarray(fixed.images), data.mean, data.std)
@@ -184,7 +184,7 @@ class SupernetEvaluator:
     return jax.device_get(flax.jax_utils.unreplicate(self.state))
 
   def load_state(self, host_state: step_lib.TrainState) -> None:
-    self.state = flax.jax_utils.replicate(host_state, self.devices)
+    self.state = step_lib.replicate(host_state, self.devices)
 
   # ---- training -------------------------------------------------------------
 

@@ -170,9 +170,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     logging.info("resumed from step %d", int(host_state.step))
     print(f"resumed from checkpoint step {int(host_state.step)} in {ckpt.directory}")
   start_step = int(host_state.step)
-  state = flax.jax_utils.replicate(host_state, devices)
+  state = step_lib.replicate(host_state, devices)
   train_fn, eval_fn = step_lib.pmapped_steps(model, tx, hyper, devices)
-  step_key = flax.jax_utils.replicate(jax.random.fold_in(key, 1), devices)
+  step_key = step_lib.replicate(jax.random.fold_in(key, 1), devices)
 
   writer = _writer(workdir)
   preempted = []

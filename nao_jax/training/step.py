@@ -15,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nao_jax.data import augment
@@ -157,6 +158,20 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, model: Nasnet
   correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
   return jax.lax.psum(dict(correct=jnp.sum(correct * mask), loss=jnp.sum(losses * mask),
                            count=jnp.sum(mask)), AXIS)
+
+
+def replicate(tree: Any, devices: list[Any]) -> Any:
+  """Copies every leaf of ``tree`` onto ``devices`` (a new leading axis) with the
+  sharding that ``jax.pmap`` over ``AXIS`` gives its outputs.
+
+  ``flax.jax_utils.replicate`` shards over a differently named mesh, so a pmapped
+  step fed its own output would compile a second time (a minute for a child network
+  on CPU); this keeps input and output shardings identical.
+  """
+  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), (AXIS,)),
+                                        jax.sharding.PartitionSpec(AXIS))
+  stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(devices),) + jnp.shape(x)), tree)
+  return jax.device_put(stacked, sharding)
 
 
 def pmapped_steps(model: NasnetNetwork, tx: optax.GradientTransformation, hyper: Hyper,
