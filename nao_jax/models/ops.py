@@ -17,6 +17,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from nao_jax.models import layers
+
 # torch.nn.init.kaiming_normal_ defaults: fan_in, gain sqrt(2), plain normal.
 kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
@@ -36,13 +38,37 @@ class BatchNorm(nn.Module):
                         dtype=self.dtype, param_dtype=jnp.float32, name="bn")(x)
 
 
+class Conv(nn.Module):
+  """A bias-free conv padded by ``k // 2`` on each side (PyTorch ``padding=k//2``),
+  dense or depthwise (``groups`` = input channels = ``features``). Its parameter is
+  ``kernel`` ``[kh, kw, Cin / groups, features]``, as ``nn.Conv``'s."""
+  features: int
+  kernel: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  groups: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    channels = x.shape[-1]
+    if self.groups not in (1, channels) or (self.groups > 1 and self.features != channels):
+      raise ValueError(f"Conv supports dense (groups=1) or depthwise convs (groups = input "
+                       f"channels = features); got groups={self.groups}, {channels} -> "
+                       f"{self.features} channels.")
+    kernel = self.param("kernel", kaiming_normal,
+                        (*self.kernel, channels // self.groups, self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.groups > 1:
+      if self.strides[0] != self.strides[1]:
+        raise ValueError(f"depthwise convs take equal strides, got {self.strides}.")
+      return layers.depthwise_conv2d(x, kernel, self.strides[0])
+    return layers.conv2d(x, kernel, self.strides)
+
+
 def conv(features: int, kernel: tuple[int, int], strides: tuple[int, int] = (1, 1),
-         groups: int = 1, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
-  """A bias-free conv padded by ``k // 2`` on each side (PyTorch ``padding=k//2``)."""
-  padding = tuple((k // 2, k // 2) for k in kernel)
-  return nn.Conv(features, kernel, strides=strides, padding=padding, use_bias=False,
-                 feature_group_count=groups, kernel_init=kaiming_normal, dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+         groups: int = 1, dtype: Dtype = jnp.float32, name: str | None = None) -> Conv:
+  """A ``Conv`` (bias-free, padded by ``k // 2``, Kaiming-normal kernel)."""
+  return Conv(features, kernel, strides, groups, dtype, name=name)
 
 
 class ReLUConvBN(nn.Module):
@@ -133,7 +159,7 @@ def pool(x: jnp.ndarray, kind: str, size: int, stride: int, include_pad: bool) -
   else:
     padding = ((size // 2, size // 2),) * 2
   if kind == "max":
-    return nn.max_pool(x, window, strides, padding)
+    return layers.max_pool(x, size, stride, (padding[0] + padding[1]))
   return nn.avg_pool(x, window, strides, padding, count_include_pad=include_pad)
 
 

@@ -1,0 +1,64 @@
+"""The fast conv and max-pool primitives equal XLA's generic ops, values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nao_jax.models import layers
+
+
+def _reference_conv(x, kernel, strides, groups=1):
+  kh, kw = kernel.shape[:2]
+  return jax.lax.conv_general_dilated(
+      x, kernel, strides, ((kh // 2, kh // 2), (kw // 2, kw // 2)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def _assert_same_values_and_vjp(fast, reference, *args):
+  out, fast_vjp = jax.vjp(fast, *args)
+  expected, reference_vjp = jax.vjp(reference, *args)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  cotangent = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), out.dtype)
+  for got, want in zip(fast_vjp(cotangent), reference_vjp(cotangent), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_size", [(1, 1), (3, 3), (1, 7), (7, 1), (5, 5)])
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2), (1, 2), (2, 1)])
+def test_conv2d_equals_lax_convolution(kernel_size, strides):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 9, 8, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(*kernel_size, 3, 4)), jnp.float32)
+  _assert_same_values_and_vjp(lambda x, k: layers.conv2d(x, k, strides),
+                              lambda x, k: _reference_conv(x, k, strides), x, kernel)
+
+
+@pytest.mark.parametrize("size", [3, 5, 7])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv2d_equals_grouped_lax_convolution(size, stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 9, 8, 5)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(size, size, 1, 5)), jnp.float32)
+  _assert_same_values_and_vjp(
+      lambda x, k: layers.depthwise_conv2d(x, k, stride),
+      lambda x, k: _reference_conv(x, k, (stride, stride), groups=5), x, kernel)
+
+
+@pytest.mark.parametrize("size,padding,pad_value", [
+    (2, (0, 1, 0, 1), 0.0), (3, (1, 1, 1, 1), -np.inf), (5, (2, 2, 2, 2), -np.inf)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_equals_reduce_window(size, padding, pad_value, stride):
+  # Distinct values (a permutation), so no two inputs tie for a maximum.
+  x = jnp.asarray(np.random.default_rng(0).permutation(2 * 9 * 8 * 3).reshape(2, 9, 8, 3)
+                  - 200.5, jnp.float32)
+
+  def reference(x):
+    top, bottom, left, right = padding
+    padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                     constant_values=pad_value)
+    return jax.lax.reduce_window(padded, -jnp.inf, jax.lax.max, (1, size, size, 1),
+                                 (1, stride, stride, 1), "VALID")
+
+  _assert_same_values_and_vjp(lambda x: layers.max_pool(x, size, stride, padding, pad_value),
+                              reference, x)
