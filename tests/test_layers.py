@@ -1,5 +1,6 @@
-"""The fast conv and max-pool primitives equal XLA's generic ops, values and gradients."""
+"""The fast conv, max-pool and batch-norm primitives equal XLA's generic ops, values and gradients."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +63,65 @@ def test_max_pool_equals_reduce_window(size, padding, pad_value, stride):
 
   _assert_same_values_and_vjp(lambda x: layers.max_pool(x, size, stride, padding, pad_value),
                               reference, x)
+
+
+@pytest.mark.parametrize("kernel_size,strides", [((3, 3), (1, 1)), ((1, 7), (1, 1)),
+                                                 ((3, 3), (2, 2))])
+def test_conv2d_kernel_gradient_in_batch_chunks_equals_lax(kernel_size, strides):
+  # 5 images of 48x48: the CPU kernel gradient sums chunks of 1 (stride 1) or
+  # 5 (stride 2) images; values and both gradients still equal lax's.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(5, 48, 48, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(*kernel_size, 3, 4)), jnp.float32)
+  _assert_same_values_and_vjp(lambda x, k: layers.conv2d(x, k, strides),
+                              lambda x, k: _reference_conv(x, k, strides), x, kernel)
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_batch_norm_train_equals_flax_batch_norm(devices):
+  # With 2 devices (a vmap with an axis name) the statistics are averaged over both.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(devices, 4, 5, 3, 6)) * 2 + 1, jnp.float32)
+  scale = jnp.asarray(rng.normal(size=6), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=6), jnp.float32)
+  axis_name = "batch" if devices > 1 else None
+  flax_norm = nn.BatchNorm(use_running_average=False, momentum=0.0, epsilon=1e-5,
+                           axis_name=axis_name)
+
+  def reference(x, scale, bias):
+    y, stats = flax_norm.apply({"params": {"scale": scale, "bias": bias},
+                                "batch_stats": {"mean": jnp.zeros(6), "var": jnp.ones(6)}},
+                               x, mutable=["batch_stats"])
+    # With momentum 0 the running averages are the batch statistics.
+    return y, stats["batch_stats"]["mean"], stats["batch_stats"]["var"]
+
+  def fast(x, scale, bias):
+    return layers.batch_norm_train(x, scale, bias, 1e-5, axis_name)
+
+  cotangents = (jnp.asarray(rng.normal(size=x.shape), jnp.float32),
+                jnp.asarray(rng.normal(size=(devices, 6)), jnp.float32),
+                jnp.asarray(rng.normal(size=(devices, 6)), jnp.float32))
+
+  def values_and_grads(function):
+    # Per device, as in a pmapped train step: the VJP runs inside the mapped axis.
+    def one(x, cotangent):
+      outs, vjp = jax.vjp(function, x, scale, bias)
+      return outs, vjp(cotangent)
+    return jax.vmap(one, axis_name="batch")(x, cotangents)
+
+  got, want = values_and_grads(fast), values_and_grads(reference)
+  for got_leaf, want_leaf in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,padding", [(2, (0, 0, 0, 0)), (3, (1, 1, 1, 1)),
+                                          (5, (2, 2, 2, 2))])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool_equals_flax_avg_pool(size, padding, stride, count_include_pad):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 8, 3)), jnp.float32)
+  pads = ((padding[0], padding[1]), (padding[2], padding[3]))
+  _assert_same_values_and_vjp(
+      lambda x: layers.avg_pool(x, size, stride, padding, count_include_pad),
+      lambda x: nn.avg_pool(x, (size, size), (stride, stride), pads,
+                            count_include_pad=count_include_pad), x)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from nao_jax.models import layers
@@ -33,9 +34,37 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        axis_name=self.axis_name if train else None,
-                        dtype=self.dtype, param_dtype=jnp.float32, name="bn")(x)
+    return _BatchNormLayer(momentum=0.9, epsilon=1e-5,
+                           axis_name=self.axis_name if train else None,
+                           dtype=self.dtype, name="bn")(x, train)
+
+
+class _BatchNormLayer(nn.Module):
+  """``nn.BatchNorm`` over the last axis (same variables: params ``scale``,
+  ``bias``; batch_stats ``mean``, ``var``; same values) with the fused training
+  pass of ``layers.batch_norm_train``."""
+  momentum: float
+  epsilon: float
+  axis_name: str | None
+  dtype: Dtype
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    features = (x.shape[-1],)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+    scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+    if not train:
+      multiplier = jax.lax.rsqrt(running_var.value + self.epsilon) * scale
+      return ((x - running_mean.value) * multiplier + bias).astype(self.dtype)
+    initializing = self.is_initializing()
+    y, mean, var = layers.batch_norm_train(x, scale, bias, self.epsilon,
+                                           None if initializing else self.axis_name)
+    if not initializing:
+      running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+      running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
+    return y.astype(self.dtype)
 
 
 class Conv(nn.Module):
@@ -152,15 +181,14 @@ class SepConv(nn.Module):
 
 def pool(x: jnp.ndarray, kind: str, size: int, stride: int, include_pad: bool) -> jnp.ndarray:
   """Max or avg pool of ``size`` with PyTorch padding (see module docstring)."""
-  window, strides = (size, size), (stride, stride)
   if size == 2:  # Explicit zero padding at the bottom and right, then no padding.
     x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
-    padding = ((0, 0), (0, 0))
+    padding = (0, 0, 0, 0)
   else:
-    padding = ((size // 2, size // 2),) * 2
+    padding = (size // 2,) * 4
   if kind == "max":
-    return layers.max_pool(x, size, stride, (padding[0] + padding[1]))
-  return nn.avg_pool(x, window, strides, padding, count_include_pad=include_pad)
+    return layers.max_pool(x, size, stride, padding)
+  return layers.avg_pool(x, size, stride, padding, count_include_pad=include_pad)
 
 
 class Identity(nn.Module):
