@@ -3,8 +3,10 @@
 The architecture is *data*: ``Supernet.__call__(images, arch)`` takes ``arch``
 as an int32 array ``[2, B, 4]`` (``arch_array``; normal then reduction cell,
 per node ``(input1, op1, input2, op2)``), so one compiled function serves every
-architecture. Per node and branch slot the chosen input state is gathered by
-index and a ``lax.switch`` on the op id runs only the chosen op; the op's
+architecture. The ``2 * B`` branches of a cell run as one ``lax.scan`` (one
+compiled branch body per cell, so compile time does not grow with ``B``): per
+branch the chosen input state is gathered by index from a buffer of the cell's
+states, a ``lax.switch`` on the op id runs only the chosen op, and the op's
 weights are gathered from stacked copies by the input index. Outside ``vmap``
 (training, and scoring with ``lax.map``) the switch executes one op per branch.
 
@@ -39,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nao_jax.models import cells
+from nao_jax.models import layers
 from nao_jax.models import ops
 from nao_jax.spaces.nasnet import NasnetArch, NasnetSpace
 
@@ -83,11 +86,12 @@ def batch_norm(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
 
 
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, groups: int = 1) -> jnp.ndarray:
-  """Bias-free NHWC conv with HWIO ``kernel`` padded by ``k // 2`` (PyTorch padding)."""
-  pad = kernel.shape[0] // 2
-  return jax.lax.conv_general_dilated(
-      x, kernel.astype(x.dtype), (stride, stride), ((pad, pad), (pad, pad)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+  """Bias-free NHWC conv with HWIO ``kernel`` padded by ``k // 2`` (PyTorch padding),
+  dense or depthwise (``groups`` = channels)."""
+  kernel = kernel.astype(x.dtype)
+  if groups > 1:
+    return layers.depthwise_conv2d(x, kernel, stride)
+  return layers.conv2d(x, kernel, (stride, stride))
 
 
 def factorized_reduce(x: jnp.ndarray, p: dict[str, jnp.ndarray],
@@ -128,64 +132,102 @@ def _index(params: dict[str, jnp.ndarray], i: jnp.ndarray) -> dict[str, jnp.ndar
   return {k: v[i] for k, v in params.items()}
 
 
-class Branch(nn.Module):
-  """One branch slot (x or y) of one node: all its candidate ops' weights,
-  applied as ``op(state[input])`` with only the chosen op run.
+class BranchParams(nn.Module):
+  """The weights of one branch slot (x or y) of one node: every candidate op's
+  weights, one copy per input state the node may read.
 
   Attributes:
-    node: the node's index ``i`` (it may read states ``0..i+1``).
+    node: the node's index ``i`` (it may read states ``0..i+1``: ``i + 2`` copies).
     features: channels ``C``.
-    reduction: ops on states 0/1 have stride 2 (and identity is a FactorizedReduce).
-    bn_axis_name: pmap axis of the BatchNorm statistics.
+    reduction: a reduction cell (its identity on inputs 0/1 is a FactorizedReduce).
   """
   node: int
   features: int
   reduction: bool
-  bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, inputs: jnp.ndarray, nodes: jnp.ndarray | None, state: jnp.ndarray,
-               op: jnp.ndarray) -> jnp.ndarray:
-    """Args: ``inputs`` ``[2, B, H, W, C]`` (s0, s1); ``nodes`` ``[i, B, H', W', C]``
-    (earlier nodes; None for node 0); ``state``, ``op`` int32 scalars.
-    Returns ``[B, H', W', C]`` (``H' = H / 2`` in a reduction cell)."""
+  def __call__(self) -> dict[str, jnp.ndarray]:
+    """Returns ``{name: [copies, ...]}``: ``sep{3,5}_*`` with ``i + 2`` copies and, in a
+    reduction cell, ``reduce_*`` with 2 copies (one per cell input)."""
     copies, c = self.node + 2, self.features
-    sep = {}
+    params = {}
     for size in SEP_SIZES:
-      p = {}
       for i in range(2):
-        p[f"depthwise_{i}"] = self.param(f"sep{size}_depthwise_{i}", stacked_kaiming,
-                                         (copies, size, size, 1, c))
-        p[f"pointwise_{i}"] = self.param(f"sep{size}_pointwise_{i}", stacked_kaiming,
-                                         (copies, 1, 1, c, c))
-        p[f"scale_{i}"] = self.param(f"sep{size}_scale_{i}", nn.initializers.ones, (copies, c))
-        p[f"bias_{i}"] = self.param(f"sep{size}_bias_{i}", nn.initializers.zeros, (copies, c))
-      sep[size] = _index(p, state)
-    axis = self.bn_axis_name
+        for name, init, shape in (
+            (f"depthwise_{i}", stacked_kaiming, (size, size, 1, c)),
+            (f"pointwise_{i}", stacked_kaiming, (1, 1, c, c)),
+            (f"scale_{i}", nn.initializers.ones, (c,)),
+            (f"bias_{i}", nn.initializers.zeros, (c,))):
+          params[f"sep{size}_{name}"] = self.param(f"sep{size}_{name}", init, (copies, *shape))
+    if self.reduction:
+      params.update({f"reduce_{k}": v for k, v in
+                     _factorized_reduce_params(self, "reduce", 2, c, c).items()})
+    return params
 
-    def branches(stride: int, reduce: dict[str, jnp.ndarray] | None):
+
+def _sep_params(params: dict[str, jnp.ndarray], size: int) -> dict[str, jnp.ndarray]:
+  prefix = f"sep{size}_"
+  return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.ndarray,
+                 nodes: int, reduction: bool, axis_name: str | None,
+                 keep_prob: jnp.ndarray | None, key: jax.Array | None) -> jnp.ndarray:
+  """Runs the ``2 * nodes`` branches of a cell as one ``lax.scan`` (one compiled
+  branch body per cell instead of one per branch).
+
+  Args:
+    inputs: ``[2, batch, H, W, C]``, the calibrated cell inputs s0, s1.
+    params: ``BranchParams`` of every branch, stacked on a leading axis of
+      ``2 * nodes`` (node-major, x before y) with copies zero-padded to ``nodes + 2``.
+    cell: int32 ``[nodes, 4]``, per node (input1, op1, input2, op2).
+    keep_prob, key: drop path on every branch (None: none).
+
+  Returns:
+    The node states ``[nodes, batch, H', W', C]`` (``H' = H / 2`` if ``reduction``).
+  """
+  stride = 2 if reduction else 1
+  out_shape = inputs.shape[1:2] + tuple(d // stride for d in inputs.shape[2:4]) + inputs.shape[4:]
+  states_in = cell[:, 0::2].reshape(-1)
+  ops_in = cell[:, 1::2].reshape(-1)
+  index = jnp.arange(2 * nodes)
+
+  def body(carry, xs):
+    states, acc = carry  # states: [nodes + 2 (normal) or nodes (reduction), ...]
+    p, state, op, i = xs
+    sep = {size: _index(_sep_params(p, size), state) for size in SEP_SIZES}
+
+    def candidates(stride: int, reduce: dict[str, jnp.ndarray] | None):
       """The 5 ops (in ws5 id order) on ``x`` with ``stride``."""
       return [
-          lambda x: sep_conv(x, sep[3], stride, axis),
-          lambda x: sep_conv(x, sep[5], stride, axis),
+          lambda x: sep_conv(x, sep[3], stride, axis_name),
+          lambda x: sep_conv(x, sep[5], stride, axis_name),
           lambda x: ops.pool(x, "avg", 3, stride, include_pad=False),
           lambda x: ops.pool(x, "max", 3, stride, include_pad=False),
-          (lambda x: x) if reduce is None else (lambda x: factorized_reduce(x, reduce, axis)),
+          (lambda x: x) if reduce is None else (lambda x: factorized_reduce(x, reduce, axis_name)),
       ]
 
-    if not self.reduction:
-      stacked = inputs if nodes is None else jnp.concatenate([inputs, nodes])
-      x = stacked[state]
-      return jax.lax.switch(op, branches(1, None), x)
-    reduce = _index(_factorized_reduce_params(self, "reduce", 2, c, c), jnp.minimum(state, 1))
-    strided = [lambda inputs, nodes, f=f: f(inputs[jnp.minimum(state, 1)])
-               for f in branches(2, reduce)]
-    if nodes is None:  # Node 0 reads only the cell inputs.
-      return jax.lax.switch(op, strided, inputs, None)
-    plain = [lambda inputs, nodes, f=f: f(nodes[jnp.clip(state - 2, 0, nodes.shape[0] - 1)])
-             for f in branches(1, None)]
-    return jax.lax.switch(op + NUM_OPS * (state >= 2).astype(op.dtype), strided + plain,
-                          inputs, nodes)
+    if reduction:
+      reduce = _index({k[len("reduce_"):]: v for k, v in p.items() if k.startswith("reduce_")},
+                      jnp.minimum(state, 1))
+      strided = [lambda states, f=f: f(inputs[jnp.minimum(state, 1)])
+                 for f in candidates(2, reduce)]
+      plain = [lambda states, f=f: f(states[jnp.clip(state - 2, 0, nodes - 1)])
+               for f in candidates(1, None)]
+      y = jax.lax.switch(op + NUM_OPS * (state >= 2).astype(op.dtype), strided + plain, states)
+      write = i // 2
+    else:
+      y = jax.lax.switch(op, candidates(1, None), states[state])
+      write = i // 2 + 2
+    if keep_prob is not None:
+      y = cells.drop_path(y, keep_prob, jax.random.fold_in(key, i))
+    acc = jnp.where(i % 2 == 0, y, acc + y)
+    return (jax.lax.dynamic_update_index_in_dim(states, acc, write, 0), acc), None
+
+  zeros = jnp.zeros((nodes,) + out_shape, inputs.dtype)
+  states = zeros if reduction else jnp.concatenate([inputs, zeros])
+  (states, _), _ = jax.lax.scan(body, (states, zeros[0]), (params, states_in, ops_in, index))
+  return states if reduction else states[2:]
 
 
 class ReLUConvBN(nn.Module):
@@ -238,18 +280,17 @@ class SharedCell(nn.Module):
       s0 = ReLUConvBN(c, axis, name="calibrate_s0")(s0)
     if s1.shape[-1] != c:
       s1 = ReLUConvBN(c, axis, name="calibrate_s1")(s1)
-    inputs = jnp.stack([s0, s1])
-    states = []
+    branches = []
     for i in range(self.nodes):
-      nodes = jnp.stack(states) if states else None
-      out = 0.0
-      for slot in range(2):
-        branch = Branch(i, c, self.reduction, axis, name=f"node{i}_{'xy'[slot]}")
-        y = branch(inputs, nodes, cell[i, 2 * slot], cell[i, 2 * slot + 1])
-        if keep_prob is not None:
-          y = cells.drop_path(y, keep_prob, self.make_rng("dropout"))
-        out = out + y
-      states.append(out)
+      for slot in "xy":
+        params = BranchParams(i, c, self.reduction, name=f"node{i}_{slot}")()
+        # Pad the copies to nodes + 2 so that every branch has the same shapes.
+        branches.append({k: jnp.pad(v, [(0, self.nodes - i)] + [(0, 0)] * (v.ndim - 1))
+                         if k.startswith("sep") else v for k, v in params.items()})
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *branches)
+    key = self.make_rng("dropout") if keep_prob is not None else None
+    states = list(run_branches(jnp.stack([s0, s1]), stacked, cell, self.nodes, self.reduction,
+                               axis, keep_prob, key))
 
     # Loose ends: states no node reads, as a 0/1 mask over all B + 2 states.
     used = jnp.zeros((self.nodes + 2,), jnp.bool_).at[cell[:, 0]].set(True).at[cell[:, 2]].set(True)
