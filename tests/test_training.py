@@ -79,6 +79,15 @@ def test_train_step_fed_its_own_output_traces_once(monkeypatch):
   assert len(traces) == 1
 
 
+@pytest.mark.parametrize("count", [1, 2, 8])
+def test_unreplicate_undoes_replicate_on_any_number_of_devices(count):
+  tree = {"w": np.arange(6.0).reshape(2, 3), "step": np.int32(7)}
+  back = step_lib.unreplicate(step_lib.replicate(tree, jax.local_devices()[:count]))
+  assert back["w"].shape == (2, 3) and back["step"].shape == ()
+  np.testing.assert_array_equal(back["w"], tree["w"])
+  assert int(back["step"]) == 7
+
+
 def test_drop_path_keep_probability_follows_the_reference_formula():
   from nao_jax.models import cells
   num_cells, keep, total = 20, 0.8, 1000

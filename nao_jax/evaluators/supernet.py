@@ -27,7 +27,6 @@ import functools
 import math
 from typing import Any, Sequence
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,6 +40,7 @@ from nao_jax.models import supernet as supernet_lib
 from nao_jax.training import step as step_lib
 
 AXIS = step_lib.AXIS
+SCORE_CHUNK = 8  # archs per device and compiled scoring call
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -181,7 +181,7 @@ class SupernetEvaluator:
 
   def host_state(self) -> step_lib.TrainState:
     """The train state on the host (for checkpoints)."""
-    return jax.device_get(flax.jax_utils.unreplicate(self.state))
+    return step_lib.unreplicate(self.state)
 
   def load_state(self, host_state: step_lib.TrainState) -> None:
     self.state = step_lib.replicate(host_state, self.devices)
@@ -222,12 +222,15 @@ class SupernetEvaluator:
   # ---- scoring --------------------------------------------------------------
 
   def score_arrays(self, archs: np.ndarray) -> np.ndarray:
-    """Accuracies float64 ``[N]`` of ``archs`` int32 ``[N, 2, B, 4]`` (see ``score_archs``)."""
+    """Accuracies float64 ``[N]`` of ``archs`` int32 ``[N, 2, B, 4]`` (see ``score_archs``),
+    in calls of ``SCORE_CHUNK`` archs per device, so one compiled function serves every ``N``."""
     n, d = len(archs), len(self.devices)
-    per_device = -(-n // d)
-    padded = np.concatenate([archs, np.repeat(archs[:1], per_device * d - n, 0)])
-    scores = self._score(self.state.params, self.eval_images, self.eval_labels,
-                         padded.reshape(d, per_device, *archs.shape[1:]))
+    per_call = SCORE_CHUNK * d
+    calls = -(-n // per_call)
+    padded = np.concatenate([archs, np.repeat(archs[:1], calls * per_call - n, 0)])
+    scores = [self._score(self.state.params, self.eval_images, self.eval_labels,
+                          chunk.reshape(d, SCORE_CHUNK, *archs.shape[1:]))
+              for chunk in np.split(padded, calls)]
     return np.asarray(jax.device_get(scores), np.float64).reshape(-1)[:n]
 
   def score(self, archs: Sequence[Any]) -> np.ndarray:

@@ -19,7 +19,6 @@ from typing import Any
 
 from absl import logging
 from etils import epath
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -204,7 +203,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             writer.add_scalar("valid/accuracy", valid, done)
       if epoch_end or preempted:
         meta["wall_time"] = time.time() - started
-        ckpt.save(done, jax.device_get(flax.jax_utils.unreplicate(state)), meta)
+        ckpt.save(done, step_lib.unreplicate(state), meta)
       if preempted:
         raise Preempted(f"SIGTERM at step {done}: saved checkpoint {done} in "
                         f"{ckpt.directory}; run the same command again to resume.")

@@ -174,6 +174,16 @@ def replicate(tree: Any, devices: list[Any]) -> Any:
   return jax.device_put(stacked, sharding)
 
 
+def unreplicate(tree: Any) -> Any:
+  """The first local device's copy of every leaf of a replicated ``tree`` (the leading
+  device axis removed), on the host.
+
+  ``flax.jax_utils.unreplicate`` keeps the device axis of an array replicated on one
+  device of a host that has several; this does not.
+  """
+  return jax.device_get(jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree))
+
+
 def pmapped_steps(model: NasnetNetwork, tx: optax.GradientTransformation, hyper: Hyper,
                   devices: list[Any] | None = None) -> tuple[Callable, Callable]:
   """``(train_step, eval_step)`` pmapped over ``devices`` (default: all local).
