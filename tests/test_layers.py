@@ -35,6 +35,16 @@ def test_conv2d_equals_lax_convolution(kernel_size, strides):
                               lambda x, k: _reference_conv(x, k, strides), x, kernel)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7, 4), (1, 1, 1, 4)])
+def test_pointwise_conv_with_odd_row_count_equals_lax(shape):
+  # An odd number of positions: the kernel gradient is one chunk instead of two.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(1, 1, 4, 6)), jnp.float32)
+  _assert_same_values_and_vjp(lambda x, k: layers.conv2d(x, k),
+                              lambda x, k: _reference_conv(x, k, (1, 1)), x, kernel)
+
+
 @pytest.mark.parametrize("size", [3, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_depthwise_conv2d_equals_grouped_lax_convolution(size, stride):

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nao_jax.models import cells
+from nao_jax.models import host_init
 from nao_jax.models import layers
 from nao_jax.models import ops
 from nao_jax.spaces.nasnet import NasnetArch, NasnetSpace
@@ -360,31 +361,15 @@ class Supernet(nn.Module):
 
 
 def init_params(model: Supernet, seed: int, image_size: int = 32) -> Any:
-  """The model's parameters, drawn on the host (numpy; compiling the flax init
-  of a net with ~200 conditionals takes minutes on CPU).
-
-  BN scales are ones and biases zeros; every other leaf is a Kaiming-normal
-  (fan in, gain sqrt 2) kernel: stacked kernels (odd rank: ``[copies, ..., in,
-  out]``) count ``prod(shape[1:-1])`` inputs, plain kernels ``prod(shape[:-1])``.
-  Returns a pytree of float32 ``jax.Array``s.
-  """
+  """The model's parameters, drawn on the host by ``host_init.draw`` (compiling
+  the flax init of a net with ~200 conditionals takes minutes on CPU): BN scales
+  ones, biases zeros, every kernel Kaiming normal (stacked kernels count their
+  fan in without the copy axis). Returns a pytree of float32 ``jax.Array``s."""
   images = jax.ShapeDtypeStruct((2, image_size, image_size, 3), jnp.float32)
   arch = jax.ShapeDtypeStruct((2, model.nodes, 4), jnp.int32)
   shapes = jax.eval_shape(lambda x, a: model.init({"params": jax.random.key(0)}, x, a),
                           images, arch)
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes["params"])
-  rng = np.random.default_rng(seed)
-  values = []
-  for path, leaf in leaves:
-    name = str(getattr(path[-1], "key", path[-1]))
-    if name.endswith("scale") or "_scale" in name:
-      values.append(np.ones(leaf.shape, np.float32))
-    elif name == "bias" or "_bias" in name:
-      values.append(np.zeros(leaf.shape, np.float32))
-    else:
-      fan_in = np.prod(leaf.shape[1:-1] if len(leaf.shape) % 2 else leaf.shape[:-1])
-      values.append((rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
-  return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in values])
+  return host_init.draw(shapes["params"], np.random.default_rng(seed))
 
 
 def from_space(space: NasnetSpace, **settings: Any) -> Supernet:

@@ -20,6 +20,8 @@ import optax
 
 from nao_jax.data import augment
 from nao_jax.models import NasnetNetwork
+from nao_jax.models import abstract_variables
+from nao_jax.models import host_init
 
 AXIS = "batch"
 
@@ -72,19 +74,15 @@ def make_optimizer(learning_rate: optax.Schedule, momentum: float = 0.9,
 
 def create_train_state(model: NasnetNetwork, tx: optax.GradientTransformation, key: jax.Array,
                        image_size: int = 32) -> TrainState:
-  """Initialises parameters (Kaiming normal), BatchNorm statistics and the optimiser state."""
-  unbound = model.clone(bn_axis_name=None)
-  images = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
-
-  @jax.jit
-  def init(key):
-    params_key, dropout_key = jax.random.split(key)
-    variables = unbound.init({"params": params_key, "dropout": dropout_key}, images, train=True)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables["batch_stats"],
-                      opt_state=tx.init(variables["params"]))
-
-  return init(key)
+  """Initialises parameters (Kaiming normal kernels, BN scales ones and biases
+  zeros), BatchNorm statistics (mean 0, var 1) and the optimiser state, drawn on
+  the host from ``key`` (``host_init``: no compilation of the network's init)."""
+  shapes = abstract_variables(model, image_size)
+  rng = host_init.rng_from_key(key)
+  params = host_init.draw(shapes["params"], rng)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=host_init.draw(shapes["batch_stats"], rng),
+                    opt_state=tx.init(params))
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, smoothing: float) -> jnp.ndarray:
