@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = dict(name=arg or "cifar10", data_dir="", download=True, split="search",
                      valid_size=5000, split_seed=0)
   config.supernet = supernet.default_config()
-  config.supernet.ckpt_every_steps = 500  # Also at every epoch end.
+  config.supernet.ckpt_every_steps = 500  # And after every scoring round.
   config.search = dict(pool_size=600, eval_every=30, new_per_round=300, top_k=100,
                        rerank_top=5)
   config.nao = ml_collections.ConfigDict()

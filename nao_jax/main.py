@@ -4,9 +4,12 @@
       [--config.<field>=<value> ...]
 
 Writes the resolved config to ``DIR/config.json`` and runs ``config.job``.
+Compiled programs are cached in ``--compilation_cache`` (default
+``~/.cache/nao_jax/xla``), so a resumed run does not compile them again.
 Bad flags or config values end with one line naming the field and the fix.
 """
 
+import os
 import sys
 
 from absl import app
@@ -23,6 +26,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     "can be overridden with --config.<field>=<value>.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for config.json, history, checkpoints and plots.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", "~/.cache/nao_jax/xla",
+    "Persistent XLA compilation cache: a rerun (resume) or a later run of the same "
+    "networks skips their compilation; '' disables it. $JAX_COMPILATION_CACHE_DIR, "
+    "if set, wins.")
+CACHE_MAX_BYTES = 4 << 30  # Least recently used entries go beyond this.
 
 
 def _fail(message: str) -> None:
@@ -55,6 +64,14 @@ def _last_line(message: str) -> str:
   return f"{lines[0].split(':')[0]}: {lines[-1]}"
 
 
+def _enable_compilation_cache(directory: str) -> None:
+  """Caches compiled programs that took over a second to compile in ``directory``."""
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR") or not directory:
+    return
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+  jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+
+
 def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     # Progress goes to stdout; library INFO logs (orbax saves, backend probing)
@@ -71,6 +88,7 @@ def main(argv: list[str]) -> None:
     config.get("job")  # A config file that failed to load raises here.
   except (OSError, AttributeError) as e:
     _fail(f"--config: {_last_line(str(e))}; pass --config=configs/<experiment>.py.")
+  _enable_compilation_cache(_CACHE.value)
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices())
   try:

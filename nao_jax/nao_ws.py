@@ -20,8 +20,8 @@
    (``config.final``) in ``workdir/final`` and its test accuracy reported.
 
 Checkpoints (``workdir/checkpoints``: supernet train state, controller, pool,
-round) are written every ``supernet.ckpt_every_steps`` steps, at every epoch
-end and after every round; the child trainings checkpoint themselves. A rerun
+round) are written at every multiple of ``supernet.ckpt_every_steps`` steps,
+after every round and at the end; the child trainings checkpoint themselves. A rerun
 with the same workdir resumes exactly (history lines written after the last
 checkpoint are dropped and recomputed identically). Plots in ``workdir/plots``.
 """
@@ -241,9 +241,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   spe, started = ev.steps_per_epoch, time.time()
   last = None
   with history.Writer(history_path) as writer:
+    every = config.supernet.ckpt_every_steps
     while ev.step < ev.total_steps:
       epoch_end = (ev.step // spe + 1) * spe
-      stop = min(epoch_end, ev.step + config.supernet.ckpt_every_steps)
+      next_save = (ev.step // every + 1) * every
+      stop = min(epoch_end, next_save)
       begin, t0 = ev.step, time.time()
       metrics = ev.train_steps(s.pool, stop)
       rate = (stop - begin) * config.supernet.batch_size / max(time.time() - t0, 1e-9)
@@ -251,14 +253,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       print(f"supernet step {stop}/{ev.total_steps} epoch {epoch} loss {metrics['loss']:.4f} "
             f"acc {metrics['accuracy']:.4f} lr {float(ev.schedule(stop - 1)):.5f} "
             f"{rate:.1f} images/s | {time.time() - started:.0f}s", flush=True)
-      if stop == epoch_end and (epoch % config.search.eval_every == 0
-                                or epoch == config.supernet.epochs):
+      scored = stop == epoch_end and (epoch % config.search.eval_every == 0
+                                      or epoch == config.supernet.epochs)
+      if scored:
         last = s.score_round(writer, epoch)
         records += last
         if epoch < config.supernet.epochs:
           s.propose(np.asarray([r["score"] for r in last]))
         s.round += 1
-      s.save()
+      if scored or stop == next_save or stop == ev.total_steps:
+        s.save()
   s.checkpointer.close()
   if last is None:  # Resumed after the last scoring: the last round is in the history.
     last = [r for r in records if r["round"] == records[-1]["round"]]

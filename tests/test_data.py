@@ -64,6 +64,25 @@ def test_digits_are_real_32x32x3_with_a_seeded_split():
   np.testing.assert_array_equal(full.test.images, search.test.images)
 
 
+@pytest.mark.parametrize("size", [8, 16])
+def test_digits_at_smaller_sizes_are_the_same_images(size):
+  large = data.load(data_config("digits"))
+  small = data.load(data_config("digits", image_size=size))
+  factor = 32 // size
+  for a, b in ((large.train, small.train), (large.valid, small.valid), (large.test, small.test)):
+    assert b.images.shape[1:] == (size, size, 3)
+    np.testing.assert_array_equal(a.images[:, ::factor, ::factor], b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+  assert small.mean == large.mean
+
+
+def test_image_size_other_than_the_dataset_s_is_an_error():
+  with pytest.raises(ValueError, match=r"image_size: digits come in sizes \(8, 16, 32\)"):
+    data.load(data_config("digits", image_size=12))
+  with pytest.raises(ValueError, match="image_size: cifar10 images are 32x32"):
+    data.load(data_config("cifar10", image_size=16))
+
+
 @pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_through_tfds_mock_data(name, classes):
   with tfds.testing.mock_data(num_examples=120):

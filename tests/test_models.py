@@ -97,6 +97,14 @@ def test_kaiming_normal_kernels_and_network_output_shapes():
   assert np.abs(kernel).max() > 2 * np.sqrt(2 / fan_in)  # Not truncated at 2 sigma.
 
 
+def test_auxiliary_head_on_too_small_images_names_the_fix():
+  model = models.from_space(*known.get("NAONet-B"), num_cells=1, features=4)
+  with pytest.raises(ValueError, match=r"2x2 here .*model.auxiliary=False"):
+    models.abstract_variables(model, image_size=8)
+  no_aux = models.from_space(*known.get("NAONet-B"), num_cells=1, features=4, auxiliary=False)
+  assert models.count_params(models.abstract_variables(no_aux, 8)["params"])[1] == 0
+
+
 def test_unknown_op_and_wrong_space_raise_clear_errors():
   with pytest.raises(ValueError, match="unknown op 'conv_9x9'"):
     ops.make_op("conv_9x9", 4, 1, "nao11")

@@ -2,10 +2,10 @@
 
 ``load(config.data)`` returns an ``ImageData`` for ``name`` in ``DATASETS``:
 ``cifar10`` / ``cifar100`` (tensorflow-datasets) or ``digits`` (scikit-learn's
-bundled 8x8 digits, no download). ``split='search'`` holds out ``valid_size``
-training images (seeded by ``split_seed``) as a validation set; ``split='full'``
-trains on the whole training set (no validation set). The test set is never
-used to select anything.
+bundled 8x8 digits, no download, at ``image_size`` 32, 16 or 8).
+``split='search'`` holds out ``valid_size`` training images (seeded by
+``split_seed``) as a validation set; ``split='full'`` trains on the whole
+training set (no validation set). The test set is never used to select anything.
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ def load(data_config: Any) -> ImageData:
   name = data_config.name
   if name not in loaders:
     raise ValueError(f"name: unknown dataset {name!r}; choose one of {sorted(loaders)}.")
+  if name != "digits" and data_config.get("image_size", 32) != 32:
+    raise ValueError(f"image_size: {name} images are 32x32; only digits can be resized "
+                     f"(got {data_config.image_size}).")
   return loaders[name](data_config)
 
 

@@ -31,6 +31,10 @@ class AuxHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    if min(x.shape[1:3]) < 5:
+      raise ValueError(f"model.auxiliary: the auxiliary head pools 5x5 windows of the maps "
+                       f"after the second reduction cell, which are {x.shape[1]}x{x.shape[2]} "
+                       "here (images smaller than 20x20); set model.auxiliary=False.")
     x = nn.avg_pool(nn.relu(x), (5, 5), (3, 3), "VALID")
     for i, (features, kernel) in enumerate(((128, 1), (768, 2))):
       x = nn.Conv(features, (kernel, kernel), padding="VALID", use_bias=False,

@@ -158,7 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                          total_steps=total_steps, aux_weight=config.model.aux_weight,
                          label_smoothing=config.train.label_smoothing)
   key = jax.random.key(config.seed)
-  state = step_lib.create_train_state(model, tx, jax.random.fold_in(key, 0))
+  state = step_lib.create_train_state(model, tx, jax.random.fold_in(key, 0),
+                                     data.train.images.shape[1])
   params, aux_params = models.count_params(state.params)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.ckpt.max_to_keep)

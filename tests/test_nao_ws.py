@@ -1,0 +1,159 @@
+"""NAO-WS: the supernet evaluator (1 vs 8 devices, scoring) and the quickstart pipeline
+end to end, uninterrupted and killed twice then resumed."""
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from nao_jax import data as data_lib
+from nao_jax import history
+from nao_jax import nao_ws
+from nao_jax import spaces
+from nao_jax.evaluators import supernet as supernet_eval
+from nao_jax.models import supernet as supernet_lib
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO))
+from configs import quickstart as quickstart_config  # noqa: E402
+
+SPACE = spaces.get("nasnet", nodes=2, ops="ws5")
+
+
+def random_data(train=32, valid=24, size=8):
+  rng = np.random.default_rng(0)
+
+  def split(n):
+    return data_lib.Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                          rng.integers(0, 10, n).astype(np.int32))
+
+  return data_lib.ImageData(name="random", num_classes=10, train=split(train),
+                            valid=split(valid), test=None, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def evaluator(num_devices, **overrides):
+  config = ml_collections.ConfigDict(supernet_eval.default_config())
+  config.update(num_cells=0, features=4, batch_size=16, eval_images=24, epochs=2,
+                num_devices=num_devices, drop_path_keep_prob=1.0, learning_rate=0.1)
+  config.update(**overrides)
+  return supernet_eval.SupernetEvaluator(SPACE, random_data(), config, seed=0)
+
+
+POOL = supernet_lib.arch_arrays(SPACE, SPACE.sample(np.random.default_rng(0), 21))
+
+
+def test_training_on_8_devices_equals_one_device_with_the_whole_batch():
+  assert jax.local_device_count() == 8
+  one, eight = evaluator(1), evaluator(8)
+  metrics = [e.train_steps(POOL, 2) for e in (one, eight)]
+  assert metrics[0]["loss"] == pytest.approx(metrics[1]["loss"], rel=1e-5)
+  params = [e.host_state().params for e in (one, eight)]
+  initial = supernet_lib.init_params(one.model, 0, 8)
+  moved = 0
+  for (path, a), (_, b), (_, start) in zip(
+      jax.tree_util.tree_flatten_with_path(params[0])[0],
+      jax.tree_util.tree_flatten_with_path(params[1])[0],
+      jax.tree_util.tree_flatten_with_path(initial)[0], strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
+    moved += not np.array_equal(a, start)
+  assert moved > 10  # The two steps trained (the archs' weights moved).
+
+
+def test_scoring_any_number_of_archs_compiles_once_and_matches_one_by_one(monkeypatch):
+  traces = []
+  original = supernet_eval.score_archs
+
+  def counting(*args, **kwargs):
+    traces.append(1)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(supernet_eval, "score_archs", counting)
+  ev = evaluator(8)
+  ev.train_steps(POOL, 1)
+  few, many = ev.score_arrays(POOL[:3]), ev.score_arrays(POOL)
+  assert len(traces) == 1
+  params = ev.host_state().params
+  single = jax.jit(functools.partial(original, model=ev.model))
+  one_by_one = [float(single(params, ev.eval_images, ev.eval_labels, arch[None])[0])
+                for arch in POOL]
+  np.testing.assert_array_equal(many, one_by_one)
+  np.testing.assert_array_equal(few, one_by_one[:3])
+  assert len(set(one_by_one)) > 1  # Different archs, different scores.
+
+
+# ---- the quickstart pipeline (configs/quickstart.py:small) --------------------------------
+
+
+def stable(records):
+  """History records without wall-clock figures (time, and cost: the scoring seconds)."""
+  return [{k: v for k, v in r.items() if k not in ("time", "cost")} for r in records]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("quickstart"))
+  summary = nao_ws.run(quickstart_config.get_config("small"), workdir)
+  return workdir, summary
+
+
+@pytest.mark.slow
+def test_quickstart_finds_and_trains_a_winner(uninterrupted):
+  workdir, summary = uninterrupted
+  records = history.read(os.path.join(workdir, "history.jsonl"))
+  config = quickstart_config.get_config("small")
+  rounds = config.supernet.epochs // config.search.eval_every
+  assert len(records) == rounds * config.search.pool_size
+  assert [r["index"] for r in records] == list(range(len(records)))
+  last_round = [r for r in records if r["round"] == rounds - 1]
+  assert summary["hash"] in {r["hash"] for r in last_round[:config.search.rerank_top]}
+  assert 0.0 <= summary["final_test_accuracy"] <= 1.0
+  with open(os.path.join(workdir, "best_arch.json")) as f:
+    assert json.load(f) == summary
+  for plot in ("search.png", "best_normal_cell.png", "best_reduction_cell.png",
+               "predicted_vs_measured_round1.png"):
+    assert os.path.getsize(os.path.join(workdir, "plots", plot)) > 1000, plot
+
+
+def _run_until(workdir, pattern):
+  """Runs the quickstart CLI; SIGKILLs it when its output shows ``pattern`` (None: never).
+  Returns the exit code. The runs of one workdir share a compilation cache beside it."""
+  command = [sys.executable, "-u", "-m", "nao_jax.main", "--config=configs/quickstart.py:small",
+             f"--workdir={workdir}", f"--compilation_cache={workdir}_xla_cache"]
+  log = os.path.join(workdir, "out.log")
+  os.makedirs(workdir, exist_ok=True)
+  with open(log, "wb") as out:
+    process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    while pattern is not None and process.poll() is None:
+      if pattern.encode() in open(log, "rb").read():
+        process.send_signal(signal.SIGKILL)
+        break
+      time.sleep(0.01)
+    process.wait(timeout=600)
+  assert process.returncode in (0, -signal.SIGKILL), open(log).read()[-3000:]
+  return process.returncode
+
+
+@pytest.mark.slow
+def test_quickstart_killed_mid_epoch_and_mid_rerank_resumes_to_the_same_result(
+    uninterrupted, tmp_path):
+  full_workdir, summary = uninterrupted
+  workdir = str(tmp_path / "run")
+  # Mid supernet epoch 0 (checkpointed at step 5), then in the re-ranking training.
+  assert _run_until(workdir, "supernet step 10/") == -signal.SIGKILL
+  assert os.listdir(f"{workdir}_xla_cache")  # The resumed runs compile less.
+  _run_until(workdir, "re-ranking 1/")
+  assert _run_until(workdir, None) == 0
+  assert "resumed at supernet step" in open(os.path.join(workdir, "out.log")).read()
+  assert (stable(history.read(os.path.join(workdir, "history.jsonl")))
+          == stable(history.read(os.path.join(full_workdir, "history.jsonl"))))
+  with open(os.path.join(workdir, "best_arch.json")) as f:
+    assert json.load(f) == summary
