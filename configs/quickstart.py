@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   for child, epochs in ((config.rerank, 3), (config.final, 10)):
     child.model.update(num_cells=1, features=16, auxiliary=False)
     child.augment.update(pad=1, cutout=0)
-    child.train.update(epochs=epochs, batch_size=64, learning_rate=0.05, eval_batch_size=100,
+    child.train.update(epochs=epochs, batch_size=64, learning_rate=0.05, eval_batch_size=64,
                        log_every_steps=20)
   config.final.split = "search"  # Digits: keep the valid split; test set reported.
   if arg == "small":
