@@ -20,10 +20,11 @@
    (``config.final``) in ``workdir/final`` and its test accuracy reported.
 
 Checkpoints (``workdir/checkpoints``: supernet train state, controller, pool,
-round) are written at every multiple of ``supernet.ckpt_every_steps`` steps,
-after every round and at the end; the child trainings checkpoint themselves. A rerun
-with the same workdir resumes exactly (history lines written after the last
-checkpoint are dropped and recomputed identically). Plots in ``workdir/plots``.
+round) are written at every multiple of ``supernet.ckpt_every_steps`` steps
+and after every round (the last step ends one); the child trainings
+checkpoint themselves. A rerun with the same workdir resumes exactly (history
+lines written after the last checkpoint are dropped and recomputed
+identically). Plots in ``workdir/plots``.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if epoch < config.supernet.epochs:
           s.propose(np.asarray([r["score"] for r in last]))
         s.round += 1
-      if scored or stop == next_save or stop == ev.total_steps:
+      if scored or stop == next_save:  # The last step always ends a scored epoch.
         s.save()
   s.checkpointer.close()
   if last is None:  # Resumed after the last scoring: the last round is in the history.

@@ -59,7 +59,8 @@ def draw(shapes: Any, rng: np.random.Generator) -> Any:
       values.append((rng.standard_normal(leaf.shape) * std).astype(np.float32))
     else:
       raise ValueError(f"no initializer for variable {jax.tree_util.keystr(path)} of shape "
-                       f"{leaf.shape}: name it with the word scale or bias, or give it rank >= 2 (a kernel).")
+                       f"{leaf.shape}: name it with the word scale or bias, or give it "
+                       "rank >= 2 (a kernel).")
   return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in values])
 
 
