@@ -56,6 +56,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        rerank_top=5)
   config.nao = ml_collections.ConfigDict()
   config.nao.controller = controller.default_config("nasnet")
+  # When the gradient steps decode fewer than new_per_round unseen archs, fill
+  # with the predictor's best one-token neighbours of this many top pool archs
+  # (0: the reference, which then replaces fewer).
+  config.nao.neighbours_of_top = 5
   config.random = strategies.default_config("random")
   config.reinforce = strategies.default_config("reinforce")
   # Re-ranking (reference §6.1): 3 cells per stage (N=1), C=20, 10 epochs, batch 64.

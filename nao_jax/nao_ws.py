@@ -9,7 +9,9 @@
    = scoring number); unless it is the last epoch the strategy proposes up to
    ``search.new_per_round`` unseen archs that replace the worst of the pool:
    ``nao`` fits the controller (warm start) on the pool's min-max normalised
-   scores and moves the top ``search.top_k`` (reference §5); ``random``
+   scores and moves the top ``search.top_k`` (reference §5), filling a shortfall
+   with the predictor's best one-token neighbours of the top
+   ``nao.neighbours_of_top`` (0: none, the reference); ``random``
    (Random-WS) and ``reinforce`` (ENAS-like) are the ask/tell strategies, told
    the supernet scores of the archs they proposed.
 3. The top ``search.rerank_top`` of the last scored pool are trained from
@@ -66,6 +68,7 @@ def _check(config: ml_collections.ConfigDict) -> None:
        "must be in [0, pool_size)"),
       ("search.top_k", s.top_k >= 1, "must be >= 1"),
       ("search.rerank_top", 1 <= s.rerank_top <= s.pool_size, "must be in [1, pool_size]"),
+      ("nao.neighbours_of_top", config.nao.get("neighbours_of_top", 0) >= 0, "must be >= 0"),
       ("supernet.ckpt_every_steps", config.supernet.ckpt_every_steps >= 1, "must be >= 1"),
   ]
   for field, ok, fix in checks:
@@ -210,11 +213,14 @@ class Search:
       key = jax.random.fold_in(jax.random.key(config.seed), 1 + self.round)
       tokens = np.stack([space.encode(a) for a in self.archs(self.pool)])
       self.policy, metrics = controller.fit(self.policy, tokens, scores, key, maximize=True)
-      new_tokens, _ = controller.generate(self.policy, space, tokens[:config.search.top_k], n,
-                                          seen)
-      new = [space.decode(t) for t in new_tokens]
+      generated, _ = controller.generate(self.policy, space, tokens[:config.search.top_k], n,
+                                         seen)
+      seen |= {space.arch_hash(space.decode(t)) for t in generated}
+      neighbours = self._best_neighbours(tokens, n - len(generated), seen)
+      new = [space.decode(t) for t in (*generated, *neighbours)]
       print(f"  controller: {', '.join(f'{k} {v:.3f}' for k, v in metrics.items())}; "
-            f"{len(new)} new archs", flush=True)
+            f"{len(new)} new archs ({len(generated)} by gradient steps, {len(neighbours)} "
+            "predictor-ranked neighbours)", flush=True)
     else:
       new, self.policy = self.strategy.ask(self.policy, n)
       new = [a for a in new if space.arch_hash(a) not in seen]
@@ -227,6 +233,19 @@ class Search:
     if self.strategy is None:
       pool_tokens = np.stack([space.encode(a) for a in self.archs(self.pool)])
       self.predictions = np.asarray(controller.predict(self.policy, pool_tokens)).tolist()
+
+  def _best_neighbours(self, tokens: np.ndarray, n: int, seen: set[str]) -> np.ndarray:
+    """Up to ``n`` unseen one-token neighbours of the ``nao.neighbours_of_top`` best
+    pool archs (``tokens`` int ``[P, L]``, best first), the highest predicted
+    first: the fill when the gradient steps decode fewer than ``n`` new archs."""
+    top = self.config.nao.neighbours_of_top
+    if n <= 0 or not top:
+      return np.zeros((0, self.space.length), np.int32)
+    candidates = strategies.one_token_neighbours(self.space, tokens[:top], seen)
+    if not len(candidates):
+      return candidates
+    predicted = np.asarray(controller.predict(self.policy, candidates))
+    return candidates[np.sort(np.argsort(-predicted, kind="stable")[:n])]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

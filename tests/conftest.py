@@ -1,10 +1,18 @@
-"""Shared test setup: 8 fake CPU devices (for data-parallel tests) and paths."""
+"""Shared test setup: 8 fake CPU devices (for data-parallel tests), one persistent
+compilation cache for the session, and paths."""
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests (and the CLI runs they start, which inherit the environment) that build the
+# same networks compile them once: most of the suite's time is XLA compilation.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="nao_jax_tests_xla_")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _SESSION_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 
@@ -19,3 +27,7 @@ def nb201_table_path() -> pathlib.Path:
   if not path.exists():
     pytest.skip(f"NAS-Bench-201 table not found at {path}")
   return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+  shutil.rmtree(_SESSION_CACHE, ignore_errors=True)

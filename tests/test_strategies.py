@@ -144,3 +144,24 @@ def test_reinforce_raises_probability_of_rewarded_sequence():
 def test_unknown_strategy_lists_names():
   with pytest.raises(ValueError, match="choose one of"):
     strategies.get("bayesopt")
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "nasnet"])
+def test_one_token_neighbours_are_every_unseen_single_change(space_name):
+  space = spaces.get(space_name, **({"nodes": 2, "ops": "ws5"} if space_name == "nasnet" else {}))
+  rows = np.stack([space.encode(a) for a in space.sample(np.random.default_rng(0), 2)])
+  seen = {space.arch_hash(space.decode(rows[0]))}
+  found = strategies.one_token_neighbours(space, rows, seen)
+  hashes = [space.arch_hash(space.decode(t)) for t in found]
+  assert len(set(hashes)) == len(hashes) and not seen.intersection(hashes)
+  assert all(min(np.sum(t != r) for r in rows) == 1 for t in found)
+  expected = set()  # Brute force: every allowed single change of either row.
+  for row in rows:
+    for position in range(space.length):
+      for token in np.flatnonzero(space.allowed[position]):
+        if token == row[position]:
+          continue
+        candidate = row.copy()
+        candidate[position] = token
+        expected.add(space.arch_hash(space.decode(candidate)))
+  assert set(hashes) == expected - seen

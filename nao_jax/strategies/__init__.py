@@ -10,7 +10,8 @@ import importlib
 
 import ml_collections
 
-from nao_jax.strategies.base import Archive, Strategy, numpy_rng, sample_unseen
+from nao_jax.strategies.base import (Archive, Strategy, numpy_rng, one_token_neighbours,
+                                     sample_unseen)
 
 # name -> module defining ``STRATEGY`` and ``default_config()``; imported on use
 # so that a strategy's heavy dependencies (the NAO controller) load only when used.

@@ -145,6 +145,25 @@ def sample_unseen(space: SearchSpace, rng: np.random.Generator, n: int,
   return found
 
 
+def one_token_neighbours(space: SearchSpace, rows: np.ndarray,
+                         seen: frozenset[str] | set[str]) -> np.ndarray:
+  """The distinct one-token neighbours of token ``rows`` int ``[S, L]`` (one
+  position changed to another allowed token) whose hashes are not in ``seen``,
+  in row, position and token order: int32 ``[M, L]``."""
+  hashes, allowed, found = set(seen), space.allowed, []
+  for row in rows:
+    for position in range(space.length):
+      for token in np.flatnonzero(allowed[position]):
+        if token != row[position]:
+          candidate = np.array(row, np.int32)
+          candidate[position] = token
+          h = space.arch_hash(space.decode(candidate))
+          if h not in hashes:
+            hashes.add(h)
+            found.append(candidate)
+  return np.stack(found) if found else np.zeros((0, space.length), np.int32)
+
+
 def check_positive_int(config: Any, field: str, minimum: int = 1) -> int:
   """``config.<field>`` as an int ``>= minimum``, else ``ValueError`` naming it."""
   value = config.get(field)

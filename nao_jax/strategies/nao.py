@@ -165,20 +165,10 @@ def _add_neighbours(state: NaoState, tokens: np.ndarray,
   if not top:
     return tokens, predicted
   seen = set(state.archive.seen) | {space.arch_hash(space.decode(t)) for t in tokens}
-  allowed, neighbours = space.allowed, []
-  for row in state.archive.tokens[state.archive.best(top)]:
-    for position in range(space.length):
-      for token in np.flatnonzero(allowed[position]):
-        if token != row[position]:
-          candidate = row.copy()
-          candidate[position] = token
-          h = space.arch_hash(space.decode(candidate))
-          if h not in seen:
-            seen.add(h)
-            neighbours.append(candidate)
-  if not neighbours:
+  neighbours = base.one_token_neighbours(space, state.archive.tokens[state.archive.best(top)],
+                                         seen)
+  if not len(neighbours):
     return tokens, predicted
-  neighbours = np.stack(neighbours).astype(np.int32)
   return (np.concatenate([tokens, neighbours]),
           np.concatenate([predicted, controller.predict(state.controller, neighbours)]))
 
