@@ -24,10 +24,10 @@ REFERENCE = {"NAONet-A": (10.5, 35.0), "NAONet-B": (7.7, 25.0)}
 def measure(name, batch, dtype, steps):
   model = models.from_space(*known.get(name), num_cells=6, features=36,
                             dtype=loop.DTYPES[dtype])
-  tx = step_lib.make_optimizer(step_lib.learning_rate_schedule(0.025, 600, 390))
-  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, total_steps=600 * 390)
+  tx = step_lib.make_optimizer()
+  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3)
   devices = jax.local_devices()[:1]
-  train, evaluate = step_lib.pmapped_steps(model, tx, hyper, devices)
+  train, evaluate = step_lib.pmapped_steps(model, tx, hyper, step_lib.Length(600, 390), devices)
 
   state = step_lib.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)),
                                    devices)

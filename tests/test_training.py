@@ -29,8 +29,8 @@ def tiny_model(**settings):
 def test_pmap_over_8_devices_equals_one_device_with_the_whole_batch():
   assert jax.local_device_count() == 8
   model = tiny_model()
-  tx = step_lib.make_optimizer(step_lib.learning_rate_schedule(0.1, 10, 5))
-  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, total_steps=50)
+  tx = step_lib.make_optimizer()
+  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, learning_rate=0.1)
   state = step_lib.create_train_state(model, tx, jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = {"images": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
@@ -39,7 +39,7 @@ def test_pmap_over_8_devices_equals_one_device_with_the_whole_batch():
   results = []
   for devices in (jax.local_devices()[:1], jax.local_devices()):
     n = len(devices)
-    train, _ = step_lib.pmapped_steps(model, tx, hyper, devices=devices)
+    train, _ = step_lib.pmapped_steps(model, tx, hyper, step_lib.Length(10, 5), devices)
     sharded = jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
     new_state, metrics = train(step_lib.replicate(state, devices), sharded,
                                    step_lib.replicate(key, devices))
@@ -66,10 +66,10 @@ def test_train_step_fed_its_own_output_traces_once(monkeypatch):
 
   monkeypatch.setattr(step_lib, "train_step", counting_step)
   model = tiny_model()
-  tx = step_lib.make_optimizer(step_lib.learning_rate_schedule(0.1, 10, 5))
-  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, total_steps=50)
+  tx = step_lib.make_optimizer()
+  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, learning_rate=0.1)
   devices = jax.local_devices()[:2]
-  train, _ = step_lib.pmapped_steps(model, tx, hyper, devices=devices)
+  train, _ = step_lib.pmapped_steps(model, tx, hyper, step_lib.Length(10, 5), devices)
   state = step_lib.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)), devices)
   key = step_lib.replicate(jax.random.key(1), devices)
   batch = {"images": np.zeros((2, 4, 32, 32, 3), np.uint8), "labels": np.zeros((2, 4), np.int32)}
@@ -104,19 +104,25 @@ def test_drop_path_keep_probability_follows_the_reference_formula():
 
 
 def test_cosine_schedule_is_stepped_per_epoch_and_optimizer_matches_pytorch_sgd():
-  schedule = step_lib.learning_rate_schedule(0.025, 600, 10)
-  assert float(schedule(0)) == pytest.approx(0.025) and float(schedule(9)) == pytest.approx(0.025)
-  assert float(schedule(10)) == pytest.approx(0.0125 * (1 + np.cos(np.pi / 600)))
-  assert float(schedule(3000)) == pytest.approx(0.0125, rel=1e-5)
-  tx = step_lib.make_optimizer(lambda _: 0.1, momentum=0.9, weight_decay=0.01, clip_norm=5.0)
+  length = step_lib.Length(600, 10)
+  def rate(step):
+    return float(step_lib.cosine_learning_rate(0.025, step, length))
+  assert rate(0) == pytest.approx(0.025) and rate(9) == pytest.approx(0.025)
+  assert rate(10) == pytest.approx(0.0125 * (1 + np.cos(np.pi / 600)))
+  assert rate(3000) == pytest.approx(0.0125, rel=1e-5)
+  # Traced length: one compiled function for any run length, same values.
+  traced = jax.jit(lambda step, epochs, per_epoch: step_lib.cosine_learning_rate(
+      0.025, step, step_lib.Length(epochs, per_epoch)))
+  assert float(traced(10, 600, 10)) == pytest.approx(rate(10), rel=1e-6)
+  assert float(traced(10, 20, 10)) == pytest.approx(0.0125 * (1 + np.cos(np.pi / 20)), rel=1e-6)
+  tx = step_lib.make_optimizer(momentum=0.9, weight_decay=0.01, clip_norm=5.0)
   params = {"w": jnp.array([1.0, -2.0])}
   grads = {"w": jnp.array([30.0, 40.0])}  # norm 50 -> clipped to 5: [3, 4].
   state = tx.init(params)
   buffer = np.zeros(2)
   p = np.array([1.0, -2.0])
   for _ in range(2):  # PyTorch: g = clip(g) + wd * p; buf = 0.9 buf + g; p -= lr buf.
-    updates, state = tx.update(grads, state, params)
-    params = optax.apply_updates(params, updates)
+    params, state, _ = step_lib.apply_sgd(tx, grads, state, params, jnp.float32(0.1))
     buffer = 0.9 * buffer + (np.array([3.0, 4.0]) + 0.01 * p)
     p = p - 0.1 * buffer
   np.testing.assert_allclose(params["w"], p, rtol=1e-6)

@@ -73,9 +73,11 @@ def learning_rate_schedule(base: float, minimum: float, epochs: int,
 
 def train_step(state: step_lib.TrainState, batch: dict[str, jnp.ndarray], arch: jnp.ndarray,
                key: jax.Array, *, model: supernet_lib.Supernet, tx: optax.GradientTransformation,
-               hyper: step_lib.Hyper) -> tuple[step_lib.TrainState, dict[str, jnp.ndarray]]:
+               schedule: optax.Schedule, total_steps: int, hyper: step_lib.Hyper
+               ) -> tuple[step_lib.TrainState, dict[str, jnp.ndarray]]:
   """One SGD step of the supernet with ``arch`` int32 ``[2, B, 4]`` on this device's
-  shard (see ``training.step.train_step`` for the batch, key and metrics)."""
+  shard at learning rate ``schedule(step)``, drop path ramped over ``total_steps``
+  (see ``training.step.train_step`` for the batch, key and metrics)."""
   step_key = jax.random.fold_in(key, state.step)
   augment_key, dropout_key = jax.random.split(step_key)
   shard = batch["labels"].shape[0]
@@ -88,13 +90,13 @@ def train_step(state: step_lib.TrainState, batch: dict[str, jnp.ndarray], arch: 
 
   def loss_fn(params):
     logits = model.apply({"params": params}, images, arch, train=True, step=state.step,
-                         total_steps=hyper.total_steps, rngs={"dropout": dropout_key})
+                         total_steps=total_steps, rngs={"dropout": dropout_key})
     return step_lib.cross_entropy(logits, batch["labels"], 0.0), logits
 
   grads, logits = jax.grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, AXIS)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  params, opt_state, _ = step_lib.apply_sgd(tx, grads, state.opt_state, state.params,
+                                            schedule(state.step))
   loss = step_lib.cross_entropy(logits, batch["labels"], 0.0)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
   metrics = jax.lax.pmean(dict(loss=loss, accuracy=accuracy), AXIS)
@@ -154,16 +156,16 @@ class SupernetEvaluator:
         num_classes=data.num_classes, drop_path_keep_prob=config.drop_path_keep_prob)
     self.schedule = learning_rate_schedule(config.learning_rate, config.min_learning_rate,
                                            config.epochs, self.steps_per_epoch)
-    self.tx = step_lib.make_optimizer(self.schedule, config.momentum, config.weight_decay,
-                                      config.clip_norm)
+    self.tx = step_lib.make_optimizer(config.momentum, config.weight_decay, config.clip_norm)
     hyper = step_lib.Hyper(mean=data.mean, std=data.std, pad=config.pad, cutout=config.cutout,
-                           flip=config.flip, total_steps=self.total_steps)
+                           flip=config.flip)
     params = supernet_lib.init_params(self.model, seed, data.train.images.shape[1])
     host_state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                      batch_stats={}, opt_state=self.tx.init(params))
     self.state = step_lib.replicate(host_state, self.devices)
     self._train = jax.pmap(functools.partial(
-        train_step, model=self.model.clone(bn_axis_name=AXIS), tx=self.tx, hyper=hyper),
+        train_step, model=self.model.clone(bn_axis_name=AXIS), tx=self.tx,
+        schedule=self.schedule, total_steps=self.total_steps, hyper=hyper),
         axis_name=AXIS, devices=self.devices, donate_argnums=(0,))
     self._score = jax.pmap(functools.partial(score_archs, model=self.model),
                            in_axes=(0, None, None, 0), devices=self.devices)

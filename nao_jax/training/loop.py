@@ -143,19 +143,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise configuration.ConfigError(
         f"config.train.batch_size: {config.train.batch_size} exceeds the "
         f"{len(data.train)} training images.")
-  total_steps = steps_per_epoch * config.train.epochs
   model = models.from_space(
       space, arch, num_classes=data.num_classes, num_cells=config.model.num_cells,
       features=config.model.features, auxiliary=config.model.auxiliary,
       dropout_keep_prob=config.model.dropout_keep_prob,
       drop_path_keep_prob=config.model.drop_path_keep_prob, dtype=DTYPES[config.train.dtype])
-  schedule = step_lib.learning_rate_schedule(config.train.learning_rate, config.train.epochs,
-                                             steps_per_epoch)
-  tx = step_lib.make_optimizer(schedule, config.train.momentum, config.train.weight_decay,
+  length = step_lib.Length(config.train.epochs, steps_per_epoch)
+  tx = step_lib.make_optimizer(config.train.momentum, config.train.weight_decay,
                                config.train.clip_norm)
   hyper = step_lib.Hyper(mean=data.mean, std=data.std, pad=config.augment.pad,
                          cutout=config.augment.cutout, flip=config.augment.flip,
-                         total_steps=total_steps, aux_weight=config.model.aux_weight,
+                         learning_rate=config.train.learning_rate,
+                         aux_weight=config.model.aux_weight,
                          label_smoothing=config.train.label_smoothing)
   key = jax.random.key(config.seed)
   state = step_lib.create_train_state(model, tx, jax.random.fold_in(key, 0),
@@ -171,7 +170,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     print(f"resumed from checkpoint step {int(host_state.step)} in {ckpt.directory}")
   start_step = int(host_state.step)
   state = step_lib.replicate(host_state, devices)
-  train_fn, eval_fn = step_lib.pmapped_steps(model, tx, hyper, devices)
+  train_fn, eval_fn = step_lib.pmapped_steps(model, tx, hyper, length, devices)
   step_key = step_lib.replicate(jax.random.fold_in(key, 1), devices)
 
   writer = _writer(workdir)
@@ -180,7 +179,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   started = time.time() - meta["wall_time"]
   try:
     pending, last_log, last_time = [], start_step, time.time()
-    for step in range(start_step, total_steps):
+    for step in range(start_step, length.total_steps):
       epoch = step // steps_per_epoch
       order = _epoch_order(config.seed, epoch, len(data.train))
       first = (step % steps_per_epoch) * config.train.batch_size
@@ -192,7 +191,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       if done % config.train.log_every_steps == 0 or epoch_end or preempted:
         _check_finite(pending, last_log, done, ckpt)
         rate = (done - last_log) * config.train.batch_size / (time.time() - last_time)
-        _log(writer, pending, done, total_steps, epoch, float(schedule(step)), rate)
+        learning_rate = step_lib.cosine_learning_rate(config.train.learning_rate, step, length)
+        _log(writer, pending, done, length.total_steps, epoch, float(learning_rate), rate)
         pending, last_log, last_time = [], done, time.time()
       if epoch_end:
         if data.valid is not None:
@@ -217,13 +217,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   results = {
       "arch": config.arch, "space": space.signature(), "arch_string": space.to_string(arch),
       "dataset": data.name, "split": config.data.split, "epochs": config.train.epochs,
-      "steps": total_steps, "final_test_accuracy": test,
+      "steps": length.total_steps, "final_test_accuracy": test,
       "best_valid_accuracy": meta["best_valid_accuracy"], "params": params,
       "aux_params": aux_params, "wall_time_s": time.time() - started,
       "devices": num_devices, "device_kind": devices[0].device_kind,
   }
   if writer:
-    writer.add_scalar("test/accuracy", test, total_steps)
+    writer.add_scalar("test/accuracy", test, length.total_steps)
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, "results.json"), results)
   print(f"final test accuracy {test:.4f} (best valid {results['best_valid_accuracy']}); "

@@ -40,7 +40,7 @@ class Hyper(NamedTuple):
   Attributes:
     mean, std: per-channel normalisation.
     pad, cutout, flip: augmentation (0 / False disables).
-    total_steps: steps of the whole run (drop-path ramp).
+    learning_rate: the base of the cosine learning rate.
     aux_weight: weight of the auxiliary head's loss.
     label_smoothing: 0 disables.
   """
@@ -49,27 +49,48 @@ class Hyper(NamedTuple):
   pad: int = 4
   cutout: int = 16
   flip: bool = True
-  total_steps: int = 1
+  learning_rate: float = 0.025
   aux_weight: float = 0.4
   label_smoothing: float = 0.0
 
 
-def learning_rate_schedule(base: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
-  """Cosine from ``base`` to 0 over ``epochs``, stepped per epoch as the
-  reference's ``CosineAnnealingLR``: ``base * (1 + cos(pi * epoch / epochs)) / 2``."""
-  def schedule(step):
-    epoch = jnp.floor_divide(step, steps_per_epoch).astype(jnp.float32)
-    return 0.5 * base * (1.0 + jnp.cos(math.pi * epoch / epochs))
-  return schedule
+class Length(NamedTuple):
+  """The length of a run; the train step receives it as int32 scalars, not as
+  constants, so runs that differ only in length (the re-ranking and the final
+  training of one arch, a resume with more epochs) share one compiled step."""
+  epochs: Any
+  steps_per_epoch: Any
+
+  @property
+  def total_steps(self) -> Any:
+    return self.epochs * self.steps_per_epoch
 
 
-def make_optimizer(learning_rate: optax.Schedule, momentum: float = 0.9,
-                   weight_decay: float = 3e-4, clip_norm: float = 5.0) -> optax.GradientTransformation:
-  """The reference's optimiser: clip the gradient's global norm, add weight decay
-  (all parameters, as PyTorch's SGD), SGD with momentum."""
+def cosine_learning_rate(base: float, step: Any, length: Length) -> jnp.ndarray:
+  """The reference's ``CosineAnnealingLR`` from ``base`` to 0, stepped per epoch:
+  ``base * (1 + cos(pi * epoch / epochs)) / 2`` at (0-based) ``step``; float32."""
+  epoch = jnp.floor_divide(step, length.steps_per_epoch).astype(jnp.float32)
+  return 0.5 * base * (1.0 + jnp.cos(math.pi * epoch / jnp.asarray(length.epochs, jnp.float32)))
+
+
+def make_optimizer(momentum: float = 0.9, weight_decay: float = 3e-4,
+                   clip_norm: float = 5.0) -> optax.GradientTransformation:
+  """The reference's optimiser up to its learning rate: clip the gradient's global
+  norm, add weight decay (all parameters, as PyTorch's SGD), momentum. The train
+  steps multiply its updates by ``-learning_rate`` of their schedule
+  (``apply_sgd``), which equals PyTorch's SGD with that rate."""
   return optax.chain(optax.clip_by_global_norm(clip_norm),
                      optax.add_decayed_weights(weight_decay),
-                     optax.sgd(learning_rate, momentum=momentum))
+                     optax.trace(decay=momentum))
+
+
+def apply_sgd(tx: optax.GradientTransformation, grads: Any, opt_state: Any, params: Any,
+              learning_rate: jnp.ndarray) -> tuple[Any, Any, Any]:
+  """One step of ``make_optimizer``'s ``tx`` at ``learning_rate``:
+  ``(new params, new opt_state, updates)``."""
+  directions, opt_state = tx.update(grads, opt_state, params)
+  updates = jax.tree.map(lambda d: -learning_rate.astype(d.dtype) * d, directions)
+  return optax.apply_updates(params, updates), opt_state, updates
 
 
 def create_train_state(model: NasnetNetwork, tx: optax.GradientTransformation, key: jax.Array,
@@ -93,8 +114,8 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, smoothing: float) ->
   return optax.softmax_cross_entropy(logits, targets).mean()
 
 
-def train_step(state: TrainState, batch: dict[str, jnp.ndarray], key: jax.Array, *,
-               model: NasnetNetwork, tx: optax.GradientTransformation,
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray], key: jax.Array,
+               length: Length, *, model: NasnetNetwork, tx: optax.GradientTransformation,
                hyper: Hyper) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """One SGD step on this device's shard, gradients and metrics averaged over ``AXIS``.
 
@@ -102,13 +123,14 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], key: jax.Array,
     state: the replicated train state.
     batch: ``images`` uint8 ``[b, H, W, 3]``, ``labels`` int32 ``[b]`` (this device's shard).
     key: the run's key (the same on every device).
+    length: the run's length, int32 scalars (the cosine rate and the drop-path ramp).
     model: a network with ``bn_axis_name=AXIS``.
-    tx: the optimiser.
+    tx: ``make_optimizer``'s optimiser.
     hyper: static settings.
 
   Returns:
-    The new state and metrics (loss, aux_loss, accuracy, learning_rate, l2_grads,
-    l2_params, l2_updates), identical on every device.
+    The new state and metrics (loss, aux_loss, accuracy, l2_grads, l2_params,
+    l2_updates), identical on every device.
   """
   step_key = jax.random.fold_in(key, state.step)
   augment_key, dropout_key = jax.random.split(step_key)
@@ -123,7 +145,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], key: jax.Array,
   def loss_fn(params):
     (logits, aux_logits), updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-        step=state.step, total_steps=hyper.total_steps, rngs={"dropout": dropout_key},
+        step=state.step, total_steps=length.total_steps, rngs={"dropout": dropout_key},
         mutable=["batch_stats"])
     loss = cross_entropy(logits, batch["labels"], hyper.label_smoothing)
     aux_loss = (cross_entropy(aux_logits, batch["labels"], hyper.label_smoothing)
@@ -133,8 +155,9 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], key: jax.Array,
 
   grads, (loss, aux_loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, AXIS)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  params, opt_state, updates = apply_sgd(
+      tx, grads, state.opt_state, state.params,
+      cosine_learning_rate(hyper.learning_rate, state.step, length))
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
   metrics = jax.lax.pmean(dict(loss=loss, aux_loss=aux_loss, accuracy=accuracy), AXIS)
   metrics.update(l2_grads=optax.tree.norm(grads), l2_params=optax.tree.norm(params),
@@ -183,15 +206,18 @@ def unreplicate(tree: Any) -> Any:
 
 
 def pmapped_steps(model: NasnetNetwork, tx: optax.GradientTransformation, hyper: Hyper,
-                  devices: list[Any] | None = None) -> tuple[Callable, Callable]:
+                  length: Length, devices: list[Any] | None = None) -> tuple[Callable, Callable]:
   """``(train_step, eval_step)`` pmapped over ``devices`` (default: all local).
 
   ``train_step(state, batch, key)``: state replicated, batch sharded on a
-  leading device axis, key replicated; the state is donated.
+  leading device axis, key replicated; the state is donated. ``length`` reaches
+  the compiled step as data.
   """
+  devices = devices or jax.local_devices()
   model = model.clone(bn_axis_name=AXIS)
   train = jax.pmap(functools.partial(train_step, model=model, tx=tx, hyper=hyper),
                    axis_name=AXIS, devices=devices, donate_argnums=(0,))
+  run_length = replicate(Length(*(np.int32(v) for v in length)), devices)
   evaluate = jax.pmap(functools.partial(eval_step, model=model, hyper=hyper),
                       axis_name=AXIS, devices=devices)
-  return train, evaluate
+  return (lambda state, batch, key: train(state, batch, key, run_length)), evaluate
