@@ -125,7 +125,7 @@ def generate(state: ControllerState, space: base.SearchSpace, seed_tokens: np.nd
                      f"{space.vocab_size}) does not match the controller (length "
                      f"{state.settings.length}, vocab {state.settings.vocab_size}).")
   seen = set(seen_hashes)
-  new_tokens, new_preds = [], []
+  new_tokens = []
   for step_size in range(1, max_step_size + 1):
     if len(new_tokens) >= num_new:
       break

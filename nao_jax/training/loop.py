@@ -11,7 +11,6 @@ test set is evaluated once, after the last epoch; nothing is chosen by it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import time
