@@ -68,7 +68,7 @@ def _check(config: ml_collections.ConfigDict) -> None:
        "must be in [0, pool_size)"),
       ("search.top_k", s.top_k >= 1, "must be >= 1"),
       ("search.rerank_top", 1 <= s.rerank_top <= s.pool_size, "must be in [1, pool_size]"),
-      ("nao.neighbours_of_top", config.nao.get("neighbours_of_top", 0) >= 0, "must be >= 0"),
+      ("nao.neighbours_of_top", config.nao.neighbours_of_top >= 0, "must be >= 0"),
       ("supernet.ckpt_every_steps", config.supernet.ckpt_every_steps >= 1, "must be >= 1"),
   ]
   for field, ok, fix in checks:

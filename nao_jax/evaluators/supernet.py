@@ -62,15 +62,6 @@ def default_config() -> ml_collections.ConfigDict:
   ))
 
 
-def learning_rate_schedule(base: float, minimum: float, epochs: int,
-                           steps_per_epoch: int) -> optax.Schedule:
-  """Cosine from ``base`` to ``minimum`` over ``epochs``, stepped per epoch."""
-  def schedule(step):
-    epoch = jnp.floor_divide(step, steps_per_epoch).astype(jnp.float32)
-    return minimum + 0.5 * (base - minimum) * (1.0 + jnp.cos(math.pi * epoch / epochs))
-  return schedule
-
-
 def train_step(state: step_lib.TrainState, batch: dict[str, jnp.ndarray], arch: jnp.ndarray,
                key: jax.Array, *, model: supernet_lib.Supernet, tx: optax.GradientTransformation,
                schedule: optax.Schedule, total_steps: int, hyper: step_lib.Hyper
@@ -154,8 +145,10 @@ class SupernetEvaluator:
     self.model = supernet_lib.from_space(
         space, num_cells=config.num_cells, features=config.features,
         num_classes=data.num_classes, drop_path_keep_prob=config.drop_path_keep_prob)
-    self.schedule = learning_rate_schedule(config.learning_rate, config.min_learning_rate,
-                                           config.epochs, self.steps_per_epoch)
+    self.schedule = functools.partial(  # step -> learning rate
+        step_lib.cosine_learning_rate, config.learning_rate,
+        length=step_lib.Length(config.epochs, self.steps_per_epoch),
+        minimum=config.min_learning_rate)
     self.tx = step_lib.make_optimizer(config.momentum, config.weight_decay, config.clip_norm)
     hyper = step_lib.Hyper(mean=data.mean, std=data.std, pad=config.pad, cutout=config.cutout,
                            flip=config.flip)

@@ -66,11 +66,14 @@ class Length(NamedTuple):
     return self.epochs * self.steps_per_epoch
 
 
-def cosine_learning_rate(base: float, step: Any, length: Length) -> jnp.ndarray:
-  """The reference's ``CosineAnnealingLR`` from ``base`` to 0, stepped per epoch:
-  ``base * (1 + cos(pi * epoch / epochs)) / 2`` at (0-based) ``step``; float32."""
+def cosine_learning_rate(base: float, step: Any, length: Length,
+                         minimum: float = 0.0) -> jnp.ndarray:
+  """The reference's ``CosineAnnealingLR`` from ``base`` to ``minimum``, stepped per
+  epoch: ``minimum + (base - minimum) * (1 + cos(pi * epoch / epochs)) / 2`` at
+  (0-based) ``step``; float32."""
   epoch = jnp.floor_divide(step, length.steps_per_epoch).astype(jnp.float32)
-  return 0.5 * base * (1.0 + jnp.cos(math.pi * epoch / jnp.asarray(length.epochs, jnp.float32)))
+  cosine = jnp.cos(math.pi * epoch / jnp.asarray(length.epochs, jnp.float32))
+  return minimum + 0.5 * (base - minimum) * (1.0 + cosine)
 
 
 def make_optimizer(momentum: float = 0.9, weight_decay: float = 3e-4,
