@@ -98,7 +98,9 @@ def test_drop_path_keep_probability_follows_the_reference_formula():
       got = float(cells.drop_path_keep_prob(cell, num_cells, keep, jnp.int32(step), total))
       assert got == pytest.approx(expected, abs=1e-6)
   x = jnp.ones((20000, 1, 1, 1))
-  dropped = cells.drop_path(x, jnp.float32(0.7), jax.random.key(0))
+  noise = cells.drop_path_noise(jax.random.key(0), 3, 20000)
+  assert noise.shape == (3, 20000) and not np.allclose(noise[0], noise[1])
+  dropped = cells.drop_path(x, jnp.float32(0.7), noise[0])
   np.testing.assert_allclose(np.unique(np.asarray(dropped)), [0.0, 1 / 0.7], rtol=1e-6)
   assert float(jnp.mean(dropped > 0)) == pytest.approx(0.7, abs=0.01)
 

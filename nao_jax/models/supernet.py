@@ -187,7 +187,8 @@ def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.
     params: ``BranchParams`` of every branch, stacked on a leading axis of
       ``2 * nodes`` (node-major, x before y) with copies zero-padded to ``nodes + 2``.
     cell: int32 ``[nodes, 4]``, per node (input1, op1, input2, op2).
-    keep_prob, key: drop path on every branch (None: none).
+    keep_prob, key: drop path on every branch (None: none); ``key`` draws its
+      noise for all branches at once (``cells.drop_path_noise``).
 
   Returns:
     The node states ``[nodes, batch, H', W', C]`` (``H' = H / 2`` if ``reduction``).
@@ -200,7 +201,7 @@ def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.
 
   def body(carry, xs):
     states, acc = carry  # states: [nodes + 2 (normal) or nodes (reduction), ...]
-    p, state, op, i = xs
+    p, state, op, i, noise = xs
     sep = {size: _index(_sep_params(p, size), state) for size in SEP_SIZES}
 
     def candidates(stride: int, reduce: dict[str, jnp.ndarray] | None):
@@ -225,13 +226,15 @@ def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.
       y = _remat_switch(op, candidates(1, None), states[state])
       write = i // 2 + 2
     if keep_prob is not None:
-      y = cells.drop_path(y, keep_prob, jax.random.fold_in(key, i))
+      y = cells.drop_path(y, keep_prob, noise)
     acc = jnp.where(i % 2 == 0, y, acc + y)
     return (jax.lax.dynamic_update_index_in_dim(states, acc, write, 0), acc), None
 
   zeros = jnp.zeros((nodes,) + out_shape, inputs.dtype)
   states = zeros if reduction else jnp.concatenate([inputs, zeros])
-  (states, _), _ = jax.lax.scan(body, (states, zeros[0]), (params, states_in, ops_in, index))
+  noise = None if key is None else cells.drop_path_noise(key, 2 * nodes, inputs.shape[1])
+  (states, _), _ = jax.lax.scan(body, (states, zeros[0]),
+                                (params, states_in, ops_in, index, noise))
   return states if reduction else states[2:]
 
 
