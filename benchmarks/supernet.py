@@ -31,11 +31,11 @@ REFERENCE_SCORE = 8.2  # s per arch on 500 images
 SEARCH_EPOCHS, TRAIN_IMAGES, SCORINGS = 150, 45_000, 5
 
 
-def random_data(train_images: int, valid_images: int) -> data_lib.ImageData:
+def random_data(train_images: int, valid_images: int, image_size: int = 32) -> data_lib.ImageData:
   rng = np.random.default_rng(0)
 
   def split(n):
-    return data_lib.Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+    return data_lib.Split(rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8),
                           rng.integers(0, 10, n).astype(np.int32))
 
   return data_lib.ImageData(name="random", num_classes=10, train=split(train_images),
