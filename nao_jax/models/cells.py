@@ -52,8 +52,8 @@ def drop_path(x: jnp.ndarray, keep_prob: jnp.ndarray, noise: jnp.ndarray) -> jnp
 
 def drop_path_noise(rng: jax.Array, branches: int, batch: int) -> jnp.ndarray:
   """The uniform noise of ``drop_path`` for ``branches`` branches: float32
-  ``[branches, batch]``, ONE random draw (a draw per branch costs a threefry
-  hash per branch: a third of a small child's compile time)."""
+  ``[branches, batch]`` in ONE random draw (a key and a draw per branch made
+  the optimized HLO of a quickstart-size child's train step 16% larger)."""
   return jax.random.uniform(rng, (branches, batch))
 
 
