@@ -217,10 +217,13 @@ def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.
     if reduction:
       reduce = _index({k[len("reduce_"):]: v for k, v in p.items() if k.startswith("reduce_")},
                       jnp.minimum(state, 1))
-      strided = [lambda cell_input, node, f=f: f(cell_input) for f in candidates(2, reduce)]
-      plain = [lambda cell_input, node, f=f: f(node) for f in candidates(1, None)]
+      # The switch gets both cell inputs and an index, not the chosen input: its
+      # saved residual is then the loop-invariant ``inputs``, which the scan keeps
+      # once instead of stacking a copy per branch.
+      strided = [lambda cell_inputs, k, node, f=f: f(cell_inputs[k]) for f in candidates(2, reduce)]
+      plain = [lambda cell_inputs, k, node, f=f: f(node) for f in candidates(1, None)]
       y = _remat_switch(op + NUM_OPS * (state >= 2).astype(op.dtype), strided + plain,
-                        inputs[jnp.minimum(state, 1)], states[jnp.clip(state - 2, 0, nodes - 1)])
+                        inputs, jnp.minimum(state, 1), states[jnp.clip(state - 2, 0, nodes - 1)])
       write = i // 2
     else:
       y = _remat_switch(op, candidates(1, None), states[state])
