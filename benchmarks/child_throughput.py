@@ -21,20 +21,26 @@ from nao_jax.training import step as step_lib
 REFERENCE = {"NAONet-A": (10.5, 35.0), "NAONet-B": (7.7, 25.0)}
 
 
-def measure(name, batch, dtype, steps):
-  model = models.from_space(*known.get(name), num_cells=6, features=36,
-                            dtype=loop.DTYPES[dtype])
+def setup(name, batch, dtype="float32", num_cells=6, features=36, image_size=32):
+  """``(train, evaluate, state, batch, key)`` of the published network ``name`` on one
+  device with a random uint8 batch; the auxiliary head where the images allow it."""
+  model = models.from_space(*known.get(name), num_cells=num_cells, features=features,
+                            dtype=loop.DTYPES[dtype], auxiliary=image_size >= 32)
   tx = step_lib.make_optimizer()
   hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3)
   devices = jax.local_devices()[:1]
   train, evaluate = step_lib.pmapped_steps(model, tx, hyper, step_lib.Length(600, 390), devices)
-
-  state = step_lib.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)),
-                                   devices)
+  state = step_lib.replicate(
+      step_lib.create_train_state(model, tx, jax.random.key(0), image_size), devices)
   rng = np.random.default_rng(0)
-  batch_ = {"images": rng.integers(0, 256, (1, batch, 32, 32, 3), dtype=np.uint8),
+  batch_ = {"images": rng.integers(0, 256, (1, batch, image_size, image_size, 3), dtype=np.uint8),
             "labels": rng.integers(0, 10, (1, batch)).astype(np.int32)}
   key = step_lib.replicate(jax.random.key(1), devices)
+  return train, evaluate, state, batch_, key
+
+
+def measure(name, batch, dtype, steps):
+  train, evaluate, state, batch_, key = setup(name, batch, dtype)
   start = time.time()
   state, metrics = train(state, batch_, key)
   jax.block_until_ready(metrics)

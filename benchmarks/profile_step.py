@@ -31,13 +31,12 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+import child_throughput as child_benchmark  # noqa: E402  (benchmarks/child_throughput.py)
 import supernet as supernet_benchmark  # noqa: E402  (benchmarks/supernet.py)
-from nao_jax import models  # noqa: E402
 from nao_jax import spaces  # noqa: E402
 from nao_jax.evaluators import supernet as evaluator_lib  # noqa: E402
 from nao_jax.models import supernet as supernet_lib  # noqa: E402
 from nao_jax.spaces import known  # noqa: E402
-from nao_jax.training import step as step_lib  # noqa: E402
 
 # Trace events that are not XLA ops: runtime scopes, Python frames, control flow
 # (a conditional's or loop's time is the time of the ops inside it).
@@ -63,24 +62,14 @@ def supernet_runner(args):
 
 def child_runner(args):
   """``run(steps)`` training the published child network ``args.model``."""
-  model = models.from_space(*known.get(args.model), num_cells=args.num_cells,
-                            features=args.features, auxiliary=args.image_size >= 32)
-  tx = step_lib.make_optimizer()
-  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3)
-  devices = jax.local_devices()[:1]
-  train, _ = step_lib.pmapped_steps(model, tx, hyper, step_lib.Length(600, 390), devices)
-  state = step_lib.replicate(
-      step_lib.create_train_state(model, tx, jax.random.key(0), args.image_size), devices)
-  rng = np.random.default_rng(0)
-  size = args.image_size
-  batch = {"images": rng.integers(0, 256, (1, args.batch, size, size, 3), dtype=np.uint8),
-           "labels": rng.integers(0, 10, (1, args.batch)).astype(np.int32)}
-  key = step_lib.replicate(jax.random.key(1), devices)
-  holder = [state]
+  train, _, state, batch, key = child_benchmark.setup(
+      args.model, args.batch, num_cells=args.num_cells, features=args.features,
+      image_size=args.image_size)
 
   def run(steps):
+    nonlocal state
     for _ in range(steps):
-      holder[0], metrics = train(holder[0], batch, key)
+      state, metrics = train(state, batch, key)
     jax.block_until_ready(metrics)
   return run
 

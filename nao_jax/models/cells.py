@@ -93,8 +93,8 @@ class Cell(nn.Module):
       s1 = ops.ReLUConvBN(self.features, (1, 1), **common, name="calibrate_s1")(s1, train)
 
     states = [s0, s1]
-    if train and self.use_drop_path:
-      noise = drop_path_noise(self.make_rng("dropout"), 2 * len(self.nodes), s1.shape[0])
+    noise = (drop_path_noise(self.make_rng("dropout"), 2 * len(self.nodes), s1.shape[0])
+             if train and self.use_drop_path else None)
     for i, node in enumerate(self.nodes):
       branches = []
       for b, (state, op_id) in enumerate(((node.input1, node.op1), (node.input2, node.op2))):
@@ -102,7 +102,7 @@ class Cell(nn.Module):
         op = ops.make_op(self.op_names[op_id], self.features, stride, self.op_set,
                          name=f"node{i}_branch{b}", **common)
         out = op(states[state], train)
-        if train and self.use_drop_path:
+        if noise is not None:
           out = drop_path(out, keep_prob, noise[2 * i + b])
         branches.append(out)
       states.append(branches[0] + branches[1])
