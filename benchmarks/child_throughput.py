@@ -26,6 +26,11 @@ def setup(name, batch, dtype="float32", num_cells=6, features=36, image_size=32)
   device with a random uint8 batch; the auxiliary head where the images allow it."""
   model = models.from_space(*known.get(name), num_cells=num_cells, features=features,
                             dtype=loop.DTYPES[dtype], auxiliary=image_size >= 32)
+  return setup_model(model, batch, image_size)
+
+
+def setup_model(model, batch, image_size=32):
+  """``setup`` for any child network ``model``."""
   tx = step_lib.make_optimizer()
   hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3)
   devices = jax.local_devices()[:1]

@@ -9,6 +9,13 @@ random arch every step, then scores ``score_archs`` random archs on
 whole ``pool``. On a GPU it also projects the full ``configs/cifar.py`` search
 (150 epochs of 45,000 images, the pool scored every 30 epochs, 5 times).
 
+``--floor_archs=K`` also measures, for the first ``K`` pool archs, the same-size
+*fixed* child network of that arch (no weight sharing, no op switch, one
+compilation per arch): its train step with drop path and its forward on the
+``eval_images`` in batch-statistics mode. No supernet can run the same ops
+faster than that network, so these rows are the floor of this device for the
+two targets, and the supernet's overhead is its ratio to them.
+
 Reference (§10, PyTorch on this 2-core CPU): 31.5 train images/s; 8.2 s to score
 one arch on 500 images (82 minutes for 600). Writes benchmarks/results/supernet.md.
 """
@@ -18,10 +25,13 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import child_throughput  # benchmarks/child_throughput.py
 from nao_jax import data as data_lib
+from nao_jax import models
 from nao_jax import spaces
 from nao_jax.evaluators import supernet as evaluator_lib
 from nao_jax.models import supernet as supernet_lib
@@ -43,6 +53,38 @@ def random_data(train_images: int, valid_images: int, image_size: int = 32) -> d
                             mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
+def fixed_network(space, arch, config, steps: int, images: jnp.ndarray) -> tuple[float, float]:
+  """``(train images/s, forward s)`` of the fixed child network of ``arch`` with the
+  supernet's size (``config``), on one device: ``steps`` train steps at
+  ``config.batch_size`` and the batch-statistics forward of ``images``."""
+  settings = dict(num_cells=config.num_cells, features=config.features, auxiliary=False,
+                  dropout_keep_prob=1.0)
+  model = models.from_space(space, arch, drop_path_keep_prob=config.drop_path_keep_prob,
+                            **settings)
+  train, _, state, batch, key = child_throughput.setup_model(model, config.batch_size)
+  state, metrics = train(state, batch, key)
+  jax.block_until_ready(metrics)
+  start = time.time()
+  for _ in range(steps):
+    state, metrics = train(state, batch, key)
+  jax.block_until_ready(metrics)
+  train_rate = steps * config.batch_size / (time.time() - start)
+
+  plain = models.from_space(space, arch, drop_path_keep_prob=1.0, **settings)
+  variables = {"params": jax.tree.map(lambda x: x[0], state.params),
+               "batch_stats": jax.tree.map(lambda x: x[0], state.batch_stats)}
+
+  @jax.jit
+  def predict(variables, images):
+    (logits, _), _ = plain.apply(variables, images, train=True, mutable=["batch_stats"])
+    return jnp.argmax(logits, -1)
+
+  jax.block_until_ready(predict(variables, images))
+  start = time.time()
+  jax.block_until_ready(predict(variables, images))
+  return train_rate, time.time() - start
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num_cells", type=int, default=3)
@@ -52,6 +94,8 @@ def main():
   parser.add_argument("--pool", type=int, default=600)
   parser.add_argument("--score_archs", type=int, default=24)
   parser.add_argument("--eval_images", type=int, default=500)
+  parser.add_argument("--floor_archs", type=int, default=0,
+                      help="also time the fixed child networks of this many pool archs")
   parser.add_argument("--out", default="benchmarks/results/supernet.md")
   args = parser.parse_args()
 
@@ -63,7 +107,8 @@ def main():
   load_before = os.getloadavg()
   start = time.time()
   evaluator = evaluator_lib.SupernetEvaluator(space, data, config, seed=0)
-  pool = supernet_lib.arch_arrays(space, space.sample(np.random.default_rng(1), args.pool))
+  pool_archs = space.sample(np.random.default_rng(1), args.pool)
+  pool = supernet_lib.arch_arrays(space, pool_archs)
   evaluator.train_steps(pool, 1)
   jax.block_until_ready(evaluator.state)
   compile_train = time.time() - start
@@ -99,6 +144,12 @@ def main():
       f"{reference_pool_minutes / pool_minutes:.1f}x faster |",
       f"| compile: train step / scoring (s) | {compile_train:.0f} / {compile_score:.0f} | | |",
   ]
+  for k, arch in enumerate(pool_archs[:args.floor_archs]):
+    rate, forward = fixed_network(space, arch, config, args.steps, evaluator.eval_images)
+    lines += [f"| fixed network of pool arch {k}: train images/s | {rate:.1f} | | |",
+              f"| fixed network of pool arch {k}: forward of {args.eval_images} images (s) | "
+              f"{forward:.3f} | | |"]
+    print(lines[-2], lines[-1], sep="\n", flush=True)
   if device.platform != "cpu":
     search_hours = (SEARCH_EPOCHS * TRAIN_IMAGES / train_rate
                     + SCORINGS * per_arch * args.pool) / 3600

@@ -258,6 +258,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   records = _truncate_history(history_path, s.num_records)
   if resumed:
     print(f"resumed at supernet step {ev.step}/{ev.total_steps}, round {s.round}", flush=True)
+  if ev.step < ev.total_steps:
+    params = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(ev.state.params))
+    print(f"NAO-WS ({config.strategy}) on {len(ev.devices)} {ev.devices[0].device_kind}: pool "
+          f"of {len(s.pool)} archs, supernet of {ev.model.total_cells} cells (C="
+          f"{ev.model.features}, {params:,} parameters) for {ev.total_steps} steps; its first "
+          "step includes compiling the train step (minutes on a CPU)", flush=True)
   spe, started = ev.steps_per_epoch, time.time()
   last = None
   with history.Writer(history_path) as writer:
