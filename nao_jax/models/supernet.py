@@ -16,8 +16,8 @@ pointwise kernels and BN affine parameters; pools have no parameters; the
 identity of a reduction cell on input 0 or 1 is a ``FactorizedReduce`` with one
 copy per input *and per slot* (the reference's y branch used the x branch's,
 §9 item 11). The cell output is ReLU, a 1x1 conv over *all* ``B + 2`` states
-whose per-state blocks of unused (non-loose) states are masked to zero (zero
-contribution, zero gradient), then BN; loose inputs 0/1 of a reduction cell are
+whose per-state blocks of unused (non-loose) states are skipped (a ``lax.cond``
+per state: zero contribution, zero gradient), then BN; loose inputs 0/1 of a reduction cell are
 ``FactorizedReduce``d first. Two archs thus read the same tensor iff they put
 the same op on the same input in the same cell type, node and slot.
 
@@ -303,15 +303,19 @@ class SharedCell(nn.Module):
     states = list(run_branches(jnp.stack([s0, s1]), stacked, cell, self.nodes, self.reduction,
                                axis, keep_prob, key))
 
-    # Loose ends: states no node reads, as a 0/1 mask over all B + 2 states.
+    # Loose ends: states no node reads. Each adds its block of the 1x1 conv only
+    # when loose (a cond per state: the others cost nothing and get zero gradient).
     used = jnp.zeros((self.nodes + 2,), jnp.bool_).at[cell[:, 0]].set(True).at[cell[:, 2]].set(True)
-    mask = 1.0 - used.astype(jnp.float32)
     if self.reduction:
       s0, s1 = (FactorizedReduce(c, axis, name=f"reduce_s{k}")(s) for k, s in enumerate((s0, s1)))
-    every = jnp.stack([s0, s1] + states)  # [B + 2, batch, H', W', C]
-    every = nn.relu(every) * mask.astype(every.dtype)[:, None, None, None, None]
     kernel = self.param("output_conv", stacked_kaiming, (self.nodes + 2, c, c))
-    out = jnp.einsum("sbhwc,scd->bhwd", every, kernel.astype(every.dtype))
+
+    def add_block(out, state, block):
+      return out + jnp.einsum("bhwc,cd->bhwd", nn.relu(state), block.astype(state.dtype))
+
+    out = jnp.zeros_like(s1)
+    for k, state in enumerate([s0, s1] + states):
+      out = jax.lax.cond(used[k], lambda out, state, block: out, add_block, out, state, kernel[k])
     scale = self.param("output_scale", nn.initializers.ones, (c,))
     bias = self.param("output_bias", nn.initializers.zeros, (c,))
     return batch_norm(out, scale, bias, axis)
