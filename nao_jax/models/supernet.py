@@ -304,7 +304,7 @@ class SharedCell(nn.Module):
                                axis, keep_prob, key))
 
     # Loose ends: states no node reads. Each adds its block of the 1x1 conv only
-    # when loose (a cond per state: the others cost nothing and get zero gradient).
+    # when loose (a cond per state: the others compute no conv and get zero gradient).
     used = jnp.zeros((self.nodes + 2,), jnp.bool_).at[cell[:, 0]].set(True).at[cell[:, 2]].set(True)
     if self.reduction:
       s0, s1 = (FactorizedReduce(c, axis, name=f"reduce_s{k}")(s) for k, s in enumerate((s0, s1)))
