@@ -11,10 +11,11 @@ whole ``pool``. On a GPU it also projects the full ``configs/cifar.py`` search
 
 ``--floor_archs=K`` also measures, for the first ``K`` pool archs, the same-size
 *fixed* child network of that arch (no weight sharing, no op switch, one
-compilation per arch): its train step with drop path and its forward on the
-``eval_images`` in batch-statistics mode. No supernet can run the same ops
-faster than that network, so these rows are the floor of this device for the
-two targets, and the supernet's overhead is its ratio to them.
+compilation per arch): the child trainer's train step with drop path (and its
+default augmentation) and its forward on the ``eval_images`` in
+batch-statistics mode. A supernet built from the same ops on this backend does
+not run them faster, so these rows are the device's floor for the two targets
+and the supernet's overhead is its ratio to them.
 
 Reference (§10, PyTorch on this 2-core CPU): 31.5 train images/s; 8.2 s to score
 one arch on 500 images (82 minutes for 600). Writes benchmarks/results/supernet.md.
@@ -62,13 +63,7 @@ def fixed_network(space, arch, config, steps: int, images: jnp.ndarray) -> tuple
   model = models.from_space(space, arch, drop_path_keep_prob=config.drop_path_keep_prob,
                             **settings)
   train, _, state, batch, key = child_throughput.setup_model(model, config.batch_size)
-  state, metrics = train(state, batch, key)
-  jax.block_until_ready(metrics)
-  start = time.time()
-  for _ in range(steps):
-    state, metrics = train(state, batch, key)
-  jax.block_until_ready(metrics)
-  train_rate = steps * config.batch_size / (time.time() - start)
+  state, train_rate, _ = child_throughput.time_train(train, state, batch, key, steps)
 
   plain = models.from_space(space, arch, drop_path_keep_prob=1.0, **settings)
   variables = {"params": jax.tree.map(lambda x: x[0], state.params),
