@@ -16,9 +16,9 @@ pointwise kernels and BN affine parameters; pools have no parameters; the
 identity of a reduction cell on input 0 or 1 is a ``FactorizedReduce`` with one
 copy per input *and per slot* (the reference's y branch used the x branch's,
 §9 item 11). The cell output is ReLU, a 1x1 conv over *all* ``B + 2`` states
-whose per-state blocks of unused (non-loose) states are skipped (a ``lax.cond``
-per state: zero contribution, zero gradient), then BN; loose inputs 0/1 of a reduction cell are
-``FactorizedReduce``d first. Two archs thus read the same tensor iff they put
+whose per-state blocks of unused (non-loose) states are skipped (a
+``lax.cond`` per state: zero contribution, zero gradient), then BN; loose
+inputs 0/1 of a reduction cell are ``FactorizedReduce``d first. Two archs thus read the same tensor iff they put
 the same op on the same input in the same cell type, node and slot.
 
 BatchNorm always uses the statistics of the batch it sees and keeps no running
