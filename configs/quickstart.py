@@ -11,7 +11,7 @@ every 4 (2 controller rounds), re-ranks the top 2 by 3 epochs of training
 each, then trains the winner for 10 epochs and prints its test accuracy; plots
 in /tmp/q/plots. At 8x8 the child networks have no auxiliary head (it needs
 32x32 images), crops pad 1 pixel and there is no Cutout. Expected on a 2-core
-CPU: about 5 minutes, most of it XLA compilation (a rerun of the same networks
+CPU: about 4.5 minutes, most of it XLA compilation (a rerun of the same networks
 takes them from the compilation cache); a test accuracy well above the 10% of
 chance (see README).
 Rerun the same command after a kill: it resumes.

@@ -59,3 +59,19 @@ def test_missing_workdir_and_config_fail_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     lines = error_lines(result)
     assert len(lines) == 1 and names in lines[0], result.stderr
+
+
+def test_cpu_only_hosts_compile_at_xla_level_1_unless_the_user_set_a_level(monkeypatch):
+  from nao_jax import main
+  monkeypatch.setattr(main, "_cpu_only", lambda: True)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+  main._prefer_fast_cpu_compiles()
+  assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=8 "
+                                     "--xla_backend_optimization_level=1")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+  main._prefer_fast_cpu_compiles()
+  assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=3"
+  monkeypatch.setattr(main, "_cpu_only", lambda: False)  # An accelerator plugin is installed.
+  monkeypatch.delenv("XLA_FLAGS")
+  main._prefer_fast_cpu_compiles()
+  assert "XLA_FLAGS" not in os.environ

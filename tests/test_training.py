@@ -66,15 +66,23 @@ def test_train_step_fed_its_own_output_traces_once(monkeypatch):
   monkeypatch.setattr(step_lib, "train_step", counting_step)
   model = tiny_model()
   tx = step_lib.make_optimizer()
-  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, learning_rate=0.1)
+  # A learning rate no other test uses: pmapped_steps caches per settings.
+  hyper = step_lib.Hyper(mean=(0.5,) * 3, std=(0.25,) * 3, learning_rate=0.0123)
   devices = jax.local_devices()[:2]
-  train, _ = step_lib.pmapped_steps(model, tx, hyper, step_lib.Length(10, 5), devices)
-  state = step_lib.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)), devices)
   key = step_lib.replicate(jax.random.key(1), devices)
   batch = {"images": np.zeros((2, 4, 32, 32, 3), np.uint8), "labels": np.zeros((2, 4), np.int32)}
-  for _ in range(3):
-    state, _ = train(state, batch, key)
-  assert int(state.step[0]) == 3 and int(state.step[1]) == 3
+  # A second run of the same network (another length, a fresh optimiser object
+  # with equal settings) reuses the first run's trace.
+  for run, epochs in enumerate((10, 3)):
+    tx = step_lib.make_optimizer()
+    train, _ = step_lib.pmapped_steps(model, tx, hyper, step_lib.Length(epochs, 1), devices)
+    state = step_lib.replicate(step_lib.create_train_state(model, tx, jax.random.key(0)), devices)
+    for _ in range(3):
+      state, metrics = train(state, batch, key)
+    assert int(state.step[0]) == 3 and int(state.step[1]) == 3
+    if run == 1:  # The length reaches the step: 3 epochs ramp the rate down faster.
+      assert float(metrics["l2_updates"][0]) != pytest.approx(first_updates)
+    first_updates = float(metrics["l2_updates"][0])
   assert len(traces) == 1
 
 
@@ -85,6 +93,23 @@ def test_unreplicate_undoes_replicate_on_any_number_of_devices(count):
   assert back["w"].shape == (2, 3) and back["step"].shape == ()
   np.testing.assert_array_equal(back["w"], tree["w"])
   assert int(back["step"]) == 7
+
+
+def test_replicate_and_unreplicate_compile_nothing_and_keep_prng_keys(caplog):
+  devices = jax.local_devices()[:2]
+  tree = {f"w{i}": np.full((i + 1, 3), i, np.float32) for i in range(6)}
+  with jax.log_compiles(), caplog.at_level("WARNING"):
+    replicated = step_lib.replicate(tree, devices)
+    back = step_lib.unreplicate(replicated)
+  assert not [r for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+  assert replicated["w2"].shape == (2, 3, 3)
+  for name, leaf in tree.items():
+    np.testing.assert_array_equal(back[name], leaf)
+  key = jax.random.fold_in(jax.random.key(3), 5)
+  replicated = step_lib.replicate(key, devices)
+  assert replicated.shape == (2,) and jax.dtypes.issubdtype(replicated.dtype, jax.dtypes.prng_key)
+  np.testing.assert_array_equal(jax.random.key_data(step_lib.unreplicate(replicated)),
+                                jax.random.key_data(key))
 
 
 def test_drop_path_keep_probability_follows_the_reference_formula():

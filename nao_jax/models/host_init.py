@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 ONES, ZEROS = ("scale", "var"), ("bias", "mean")
@@ -61,7 +60,7 @@ def draw(shapes: Any, rng: np.random.Generator) -> Any:
       raise ValueError(f"no initializer for variable {jax.tree_util.keystr(path)} of shape "
                        f"{leaf.shape}: name it with the word scale or bias, or give it "
                        "rank >= 2 (a kernel).")
-  return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in values])
+  return jax.tree_util.tree_unflatten(treedef, jax.device_put(values))
 
 
 def rng_from_key(key: jax.Array) -> np.random.Generator:

@@ -76,12 +76,14 @@ def cosine_learning_rate(base: float, step: Any, length: Length,
   return minimum + 0.5 * (base - minimum) * (1.0 + cosine)
 
 
+@functools.lru_cache(maxsize=None)
 def make_optimizer(momentum: float = 0.9, weight_decay: float = 3e-4,
                    clip_norm: float = 5.0) -> optax.GradientTransformation:
   """The reference's optimiser up to its learning rate: clip the gradient's global
   norm, add weight decay (all parameters, as PyTorch's SGD), momentum. The train
   steps multiply its updates by ``-learning_rate`` of their schedule
-  (``apply_sgd``), which equals PyTorch's SGD with that rate."""
+  (``apply_sgd``), which equals PyTorch's SGD with that rate. Cached: equal
+  settings give the same object, so ``pmapped_steps`` recognises them."""
   return optax.chain(optax.clip_by_global_norm(clip_norm),
                      optax.add_decayed_weights(weight_decay),
                      optax.trace(decay=momentum))
@@ -106,7 +108,13 @@ def create_train_state(model: NasnetNetwork, tx: optax.GradientTransformation, k
   params = host_init.draw(shapes["params"], rng)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=host_init.draw(shapes["batch_stats"], rng),
-                    opt_state=tx.init(params))
+                    opt_state=init_optimizer(tx, params))
+
+
+def init_optimizer(tx: optax.GradientTransformation, params: Any) -> Any:
+  """``tx.init(params)`` as one compiled program (run eagerly, it compiles one
+  small program per leaf shape: seconds for a network's few hundred leaves)."""
+  return jax.jit(tx.init)(params)
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, smoothing: float) -> jnp.ndarray:
@@ -190,22 +198,40 @@ def replicate(tree: Any, devices: list[Any]) -> Any:
 
   ``flax.jax_utils.replicate`` shards over a differently named mesh, so a pmapped
   step fed its own output would compile a second time (a minute for a child network
-  on CPU); this keeps input and output shardings identical.
+  on CPU); this keeps input and output shardings identical. The copies are made on
+  the host: broadcasting on the device compiled one program per leaf shape (about
+  160 small compilations, seconds, for a supernet's state).
   """
   sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), (AXIS,)),
                                         jax.sharding.PartitionSpec(AXIS))
-  stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(devices),) + jnp.shape(x)), tree)
-  return jax.device_put(stacked, sharding)
+
+  def copy(x):
+    if _is_key(x):
+      return jax.random.wrap_key_data(copy(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.device_put(np.broadcast_to(x, (len(devices),) + x.shape), sharding)
+
+  return jax.tree.map(copy, tree)
 
 
 def unreplicate(tree: Any) -> Any:
   """The first local device's copy of every leaf of a replicated ``tree`` (the leading
-  device axis removed), on the host.
+  device axis removed), as numpy arrays (typed PRNG keys stay keys).
 
   ``flax.jax_utils.unreplicate`` keeps the device axis of an array replicated on one
-  device of a host that has several; this does not.
+  device of a host that has several; this does not. The device axis is dropped on
+  the host, which compiles nothing.
   """
-  return jax.device_get(jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree))
+  def first(x):
+    if _is_key(x):
+      return jax.random.wrap_key_data(first(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    return np.asarray(x.addressable_shards[0].data)[0]
+
+  return jax.tree.map(first, tree)
+
+
+def _is_key(x: Any) -> bool:
+  return jnp.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
 
 
 def pmapped_steps(model: NasnetNetwork, tx: optax.GradientTransformation, hyper: Hyper,
@@ -214,13 +240,21 @@ def pmapped_steps(model: NasnetNetwork, tx: optax.GradientTransformation, hyper:
 
   ``train_step(state, batch, key)``: state replicated, batch sharded on a
   leading device axis, key replicated; the state is donated. ``length`` reaches
-  the compiled step as data.
+  the compiled step as data, and the pmapped functions are cached per (model,
+  tx, hyper, devices): a second run of the same network in this process (the
+  final training of a re-ranked arch) neither traces nor compiles again.
   """
-  devices = devices or jax.local_devices()
-  model = model.clone(bn_axis_name=AXIS)
+  devices = tuple(devices or jax.local_devices())
+  train, evaluate = _pmapped(model.clone(bn_axis_name=AXIS), tx, hyper, devices)
+  run_length = replicate(Length(*(np.int32(v) for v in length)), list(devices))
+  return (lambda state, batch, key: train(state, batch, key, run_length)), evaluate
+
+
+@functools.lru_cache(maxsize=8)
+def _pmapped(model: NasnetNetwork, tx: optax.GradientTransformation, hyper: Hyper,
+             devices: tuple[Any, ...]) -> tuple[Callable, Callable]:
   train = jax.pmap(functools.partial(train_step, model=model, tx=tx, hyper=hyper),
                    axis_name=AXIS, devices=devices, donate_argnums=(0,))
-  run_length = replicate(Length(*(np.int32(v) for v in length)), devices)
   evaluate = jax.pmap(functools.partial(eval_step, model=model, hyper=hyper),
                       axis_name=AXIS, devices=devices)
-  return (lambda state, batch, key: train(state, batch, key, run_length)), evaluate
+  return train, evaluate
