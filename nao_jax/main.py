@@ -7,7 +7,8 @@ Writes the resolved config to ``DIR/config.json`` and runs ``config.job``.
 Compiled programs are cached in ``--compilation_cache`` (default
 ``~/.cache/nao_jax/xla``), so a resumed run does not compile them again. On a
 CPU-only host XLA's backend compiles at optimisation level 1 (``CPU_COMPILE_FLAG``)
-unless ``$XLA_FLAGS`` sets the level.
+unless ``$XLA_FLAGS`` sets the level: short CPU runs are compile-bound; for a long
+one, ``XLA_FLAGS=--xla_backend_optimization_level=3`` (XLA's default) may step faster.
 Bad flags or config values end with one line naming the field and the fix.
 """
 

@@ -6,7 +6,10 @@ import pathlib
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from nao_jax.main import CPU_COMPILE_FLAG  # Imports jax, starts no backend.
+
+# The suite compiles as the CLI does on a CPU-only host (most of its time is compilation).
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {CPU_COMPILE_FLAG}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests (and the CLI runs they start, which inherit the environment) that build the
 # same networks compile them once: most of the suite's time is XLA compilation.
