@@ -36,6 +36,7 @@ from nao_jax import models
 from nao_jax import spaces
 from nao_jax.evaluators import supernet as evaluator_lib
 from nao_jax.models import supernet as supernet_lib
+from nao_jax.training import step as step_lib
 
 REFERENCE_TRAIN = 31.5  # images/s
 REFERENCE_SCORE = 8.2  # s per arch on 500 images
@@ -66,8 +67,8 @@ def fixed_network(space, arch, config, steps: int, images: jnp.ndarray) -> tuple
   state, train_rate, _ = child_throughput.time_train(train, state, batch, key, steps)
 
   plain = models.from_space(space, arch, drop_path_keep_prob=1.0, **settings)
-  variables = {"params": jax.tree.map(lambda x: x[0], state.params),
-               "batch_stats": jax.tree.map(lambda x: x[0], state.batch_stats)}
+  state = step_lib.unreplicate(state)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
 
   @jax.jit
   def predict(variables, images):

@@ -153,8 +153,9 @@ class SupernetEvaluator:
     hyper = step_lib.Hyper(mean=data.mean, std=data.std, pad=config.pad, cutout=config.cutout,
                            flip=config.flip)
     params = supernet_lib.init_params(self.model, seed, data.train.images.shape[1])
-    host_state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                     batch_stats={}, opt_state=step_lib.init_optimizer(self.tx, params))
+    host_state = step_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+        opt_state=step_lib.init_optimizer(self.tx, params))
     self.state = step_lib.replicate(host_state, self.devices)
     self._train = jax.pmap(functools.partial(
         train_step, model=self.model.clone(bn_axis_name=AXIS), tx=self.tx,

@@ -18,8 +18,9 @@ copy per input *and per slot* (the reference's y branch used the x branch's,
 §9 item 11). The cell output is ReLU, a 1x1 conv over *all* ``B + 2`` states
 whose per-state blocks of unused (non-loose) states are skipped (a
 ``lax.cond`` per state: zero contribution, zero gradient), then BN; loose
-inputs 0/1 of a reduction cell are ``FactorizedReduce``d first. Two archs thus read the same tensor iff they put
-the same op on the same input in the same cell type, node and slot.
+inputs 0/1 of a reduction cell are ``FactorizedReduce``d first. Two archs thus
+read the same tensor iff they put the same op on the same input in the same
+cell type, node and slot.
 
 BatchNorm always uses the statistics of the batch it sees and keeps no running
 statistics: the supernet is only ever evaluated in batch-statistics mode
