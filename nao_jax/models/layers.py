@@ -49,6 +49,16 @@ def _shifted_windows(x: jnp.ndarray, axis: int, size: int, stride: int) -> list[
   return windows
 
 
+def _tap_windows(x: jnp.ndarray, kh: int, kw: int, strides: tuple[int, int]) -> list[jnp.ndarray]:
+  """The ``kh * kw`` tap windows of ``x`` ``[B, H, W, C]`` zero-padded by ``k // 2``,
+  row-major over the taps: window ``(i, j)`` ``[B, H', W', C]`` holds, at each
+  output position, the input that kernel tap ``(i, j)`` multiplies."""
+  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  return [window
+          for rows in _shifted_windows(padded, 1, kh, strides[0])
+          for window in _shifted_windows(rows, 2, kw, strides[1])]
+
+
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray,
            strides: tuple[int, int] = (1, 1)) -> jnp.ndarray:
   """Dense conv of ``x`` ``[B, H, W, Cin]`` with ``kernel`` ``[kh, kw, Cin, Cout]``,
@@ -125,12 +135,10 @@ def _conv_kernel_grad(x, grad, kernel, strides):
   # Without the barrier XLA:CPU fuses the producers of ``grad`` (batch norm's
   # backward, ...) into each tap's product and recomputes them there.
   x, grad = jax.lax.optimization_barrier((x, grad))
-  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
   grad_rows = grad.reshape(-1, cout)
   products = [jax.lax.dot_general(window.reshape(-1, cin), grad_rows, (((0,), (0,)), ((), ())),
                                   preferred_element_type=jnp.float32)
-              for rows in _shifted_windows(padded, 1, kh, strides[0])
-              for window in _shifted_windows(rows, 2, kw, strides[1])]
+              for window in _tap_windows(x, kh, kw, strides)]
   return jnp.stack(products).reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -152,13 +160,9 @@ def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jn
 
 def _shifted_depthwise(x, kernel, stride):
   kh, kw = kernel.shape[:2]
-  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-  out = None
-  for i, rows in enumerate(_shifted_windows(padded, 1, kh, stride)):
-    for j, window in enumerate(_shifted_windows(rows, 2, kw, stride)):
-      term = window * kernel[i, j, 0]
-      out = term if out is None else out + term
-  return out
+  taps = kernel.reshape(kh * kw, -1)
+  return _sum([window * tap for window, tap in
+               zip(_tap_windows(x, kh, kw, (stride, stride)), taps)])
 
 
 # Stride 1 (odd kernels): the input gradient is the same shifted sum with the
@@ -179,10 +183,7 @@ def _cpu_depthwise_backward(residuals, grad):
   # backward, ...) into the shifted sums and recomputes them for every tap.
   x, grad = jax.lax.optimization_barrier((x, grad))
   grad_x = _shifted_depthwise(grad, kernel[::-1, ::-1], 1)
-  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-  products = [window * grad
-              for rows in _shifted_windows(padded, 1, kh, 1)
-              for window in _shifted_windows(rows, 2, kw, 1)]
+  products = [window * grad for window in _tap_windows(x, kh, kw, (1, 1))]
   return grad_x, jnp.stack(_sums(products, (0, 1, 2))).reshape(kernel.shape)
 
 
