@@ -14,7 +14,9 @@ reference's rate (issue 5's CPU target), the measured rate as a fraction of the
 device's measured matmul rate in the same dtype (a large jitted matrix
 product: the practical peak of dense work here), the peak memory (the device's
 allocator where it reports one, else the process's resident set) and the time
-600 epochs of 50,000 images would take. Writes benchmarks/results/child.md.
+600 epochs of 50,000 images would take. ``--reuse_malloc`` makes glibc keep
+freed memory for reuse in each row's process (``nao_jax/host_memory.py``).
+Writes benchmarks/results/child.md.
 """
 
 import argparse
@@ -28,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nao_jax import host_memory
 from nao_jax import models
 from nao_jax.spaces import known
 from nao_jax.training import loop
@@ -72,8 +75,12 @@ def time_train(train, state, batch_, key, steps):
   return state, steps * len(batch_["labels"][0]) / (time.time() - start), compile_s
 
 
-def measure(name, batch, dtype, steps):
-  """The figures of one table row: ``name`` in ``dtype`` measured in this process."""
+def measure(name, batch, dtype, steps, reuse_memory):
+  """The figures of one table row: ``name`` in ``dtype`` measured in this fresh
+  process, first calling ``host_memory.reuse_freed_memory`` (before JAX starts,
+  which it must) if ``reuse_memory``."""
+  if reuse_memory:
+    host_memory.reuse_freed_memory()
   device = jax.local_devices()[0]
   matmul = matmul_rate(dtype)
   train, evaluate, state, batch_, key = setup(name, batch, dtype)
@@ -87,9 +94,29 @@ def measure(name, batch, dtype, steps):
   jax.block_until_ready(out)
   eval_rate = steps * batch / (time.time() - start)
   memory, memory_kind = peak_memory(device)
-  return dict(device=device.device_kind, train_rate=train_rate, eval_rate=eval_rate,
+  return dict(device=device_name(device), train_rate=train_rate, eval_rate=eval_rate,
               compile_s=compile_s, flops=flops, matmul=matmul, memory=memory,
               memory_kind=memory_kind)
+
+
+def device_name(device) -> str:
+  """``device``'s kind and, for a CPU, its model, core count and widest vector
+  instructions (from ``/proc/cpuinfo`` where there is one): "this 2-core CPU"
+  has been an AVX2 AMD EPYC on some days and an AVX-512 Intel Xeon on others."""
+  if device.platform != "cpu":
+    return device.device_kind
+  model, flags = "unknown model", set()
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+          model = value.strip()
+        elif key.strip() == "flags":
+          flags = set(value.split())
+          break
+  vectors = next((isa for isa in ("avx512f", "avx2", "sse4_2") if isa in flags), "no SIMD flags")
+  return f"cpu: {model}, {os.cpu_count()} cores, {vectors}"
 
 
 def measure_alone(*args):
@@ -152,6 +179,8 @@ def main():
   parser.add_argument("--dtypes", default="float32",
                       help=f"comma-separated compute dtypes, of {sorted(loop.DTYPES)}")
   parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--reuse_malloc", action="store_true",
+                      help="make glibc keep freed memory for reuse (nao_jax/host_memory.py)")
   args = parser.parse_args()
   dtypes = args.dtypes.split(",")
   unknown = sorted(set(dtypes) - set(loop.DTYPES))
@@ -161,7 +190,8 @@ def main():
   load_before = os.getloadavg()
   for dtype in dtypes:
     for name in ("NAONet-A", "NAONet-B"):
-      figures = measure_alone(name, args.batch, dtype, args.steps)
+      figures = measure_alone(name, args.batch, dtype, args.steps,
+                              args.reuse_malloc)
       device_kind = figures["device"]
       rows.append(row(name, dtype, args.batch, figures))
       print(rows[-1], flush=True)
@@ -175,7 +205,8 @@ def main():
            f"load average after: {os.getloadavg()} (2 shared cores: numbers are pessimistic "
            "when others run)", "",
            f"command: PYTHONPATH=. python benchmarks/child_throughput.py --batch={args.batch} "
-           f"--dtypes={args.dtypes} --steps={args.steps}"]
+           f"--dtypes={args.dtypes} --steps={args.steps}"
+           + (" --reuse_malloc" if args.reuse_malloc else "")]
   os.makedirs("benchmarks/results", exist_ok=True)
   with open("benchmarks/results/child.md", "w") as f:
     f.write("\n".join(lines) + "\n")

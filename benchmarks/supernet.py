@@ -18,7 +18,9 @@ not run them faster, so these rows are the device's floor for the two targets
 and the supernet's overhead is its ratio to them.
 
 Reference (§10, PyTorch on this 2-core CPU): 31.5 train images/s; 8.2 s to score
-one arch on 500 images (82 minutes for 600). Writes benchmarks/results/supernet.md.
+one arch on 500 images (82 minutes for 600). ``--reuse_malloc`` first makes
+glibc keep freed memory for reuse (``nao_jax/host_memory.py``). Writes
+benchmarks/results/supernet.md.
 """
 
 import argparse
@@ -32,6 +34,7 @@ import numpy as np
 
 import child_throughput  # benchmarks/child_throughput.py
 from nao_jax import data as data_lib
+from nao_jax import host_memory
 from nao_jax import models
 from nao_jax import spaces
 from nao_jax.evaluators import supernet as evaluator_lib
@@ -93,7 +96,11 @@ def main():
   parser.add_argument("--floor_archs", type=int, default=0,
                       help="also time the fixed child networks of this many pool archs")
   parser.add_argument("--out", default="benchmarks/results/supernet.md")
+  parser.add_argument("--reuse_malloc", action="store_true",
+                      help="make glibc keep freed memory for reuse (nao_jax/host_memory.py)")
   args = parser.parse_args()
+  if args.reuse_malloc:
+    host_memory.reuse_freed_memory()  # Before JAX starts, which it must.
 
   space = spaces.get("nasnet", nodes=5, ops="ws5")
   config = ml_collections.ConfigDict(evaluator_lib.default_config())
@@ -126,7 +133,7 @@ def main():
   device = jax.local_devices()[0]
   cells = 3 * args.num_cells + 2
   lines = [
-      f"# Supernet ({device.device_kind} x{len(evaluator.devices)}, {cells} cells, "
+      f"# Supernet ({child_throughput.device_name(device)}, x{len(evaluator.devices)}, {cells} cells, "
       f"C={args.features}, batch {args.batch}, float32)", "",
       f"load average before: {load_before}", "",
       "| measure | nao_jax | reference | ratio |", "|---|---|---|---|",
@@ -153,7 +160,8 @@ def main():
   lines += ["", f"load average after: {os.getloadavg()} (2 shared cores on the CPU machine: "
             "numbers are pessimistic when others run)", "",
             "command: PYTHONPATH=. python benchmarks/supernet.py " + " ".join(
-                f"--{k}={v}" for k, v in vars(args).items() if k != "out")]
+                f"--{k}" if v is True else f"--{k}={v}"
+                for k, v in vars(args).items() if k != "out" and v is not False)]
   print("\n".join(lines))
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
