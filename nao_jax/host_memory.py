@@ -11,12 +11,12 @@ stay mapped and the next step reuses them.
 
 Measured on a 2-core CPU (``benchmarks/results/malloc.md``; the benchmarks'
 ``--reuse_malloc``): the supernet-size fixed child network trains at 46.9
-instead of 32-33 images/s and NAONet-B at 9.3 instead of 6.9; NAONet-A and the
-supernet are not measurably faster. The costs, and why it is not the default:
-the process keeps its peak heap (NAONet-A: 13.2 instead of 7.3 GiB peak RSS),
-and where frees interleave with other allocations the heap can grow by another
-temporary buffer now and then (the supernet, one run: 4.3 -> 6.3 GiB in 8
-steps; another: flat at 4.3 GiB for 34 steps).
+instead of 32-33 images/s, NAONet-B at 9.3 instead of 6.9, and the supernet,
+over 100 steps on the same archs, at 3.24 instead of 3.51 s/step; NAONet-A not
+measurably faster. The costs, and why it is not the default: the process keeps
+its peak heap (NAONet-A: 13.2 instead of 7.3 GiB peak RSS), and where frees
+interleave with other allocations the heap grows by another temporary buffer
+now and then (those 100 supernet steps: 4.3 -> 6.3 GiB by step 18, then flat).
 """
 
 import ctypes
