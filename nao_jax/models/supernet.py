@@ -195,7 +195,8 @@ def gather_branch_params(branches: list[dict[str, jnp.ndarray]], cell: jnp.ndarr
   Gathering here, once per cell, instead of inside the branch loop (where the
   remat switch gathered them again in the backward pass, and each branch's
   copies were zero-padded and stacked every step) made the 5-cell, C=20,
-  batch-64 supernet train step 1.47-1.50 -> 1.22-1.33 s on 2 CPU cores.
+  batch-64 supernet train step 1.47-1.50 -> 1.22-1.33 s on 2 CPU cores (the
+  11-cell one 2.77-3.11 -> 2.56-2.95 s: within its run-to-run spread).
   """
   states_in = cell[:, 0::2].reshape(-1)
   gathered = []
