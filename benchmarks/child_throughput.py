@@ -173,6 +173,14 @@ def row(name, dtype, batch, figures):
           f"{figures['compile_s']:.0f} |")
 
 
+def write_result(path: str, lines: list[str]) -> None:
+  """Prints ``lines`` and writes them to the results file ``path``."""
+  print("\n".join(lines))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=32)
@@ -207,10 +215,7 @@ def main():
            f"command: PYTHONPATH=. python benchmarks/child_throughput.py --batch={args.batch} "
            f"--dtypes={args.dtypes} --steps={args.steps}"
            + (" --reuse_malloc" if args.reuse_malloc else "")]
-  os.makedirs("benchmarks/results", exist_ok=True)
-  with open("benchmarks/results/child.md", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  write_result("benchmarks/results/child.md", lines)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes benchmarks/results/memory_traffic.md.
 """
 
 import argparse
-import os
 import time
 
 import jax
@@ -79,10 +78,7 @@ def main():
     print(lines[-1], flush=True)
   lines += ["", "command: PYTHONPATH=. python benchmarks/memory_traffic.py "
             f"--archs={args.archs} --eval_images={args.eval_images}"]
-  print("\n".join(lines))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    f.write("\n".join(lines) + "\n")
+  child_throughput.write_result(args.out, lines)
 
 
 if __name__ == "__main__":

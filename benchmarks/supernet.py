@@ -162,10 +162,7 @@ def main():
             "command: PYTHONPATH=. python benchmarks/supernet.py " + " ".join(
                 f"--{k}" if v is True else f"--{k}={v}"
                 for k, v in vars(args).items() if k != "out" and v is not False)]
-  print("\n".join(lines))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    f.write("\n".join(lines) + "\n")
+  child_throughput.write_result(args.out, lines)
 
 
 if __name__ == "__main__":
