@@ -8,8 +8,8 @@ compiled branch body per cell, so compile time does not grow with ``B``): per
 branch the chosen input state is gathered by index from a buffer of the cell's
 states and a ``lax.switch`` on the op id runs only the chosen op. The weights
 each branch reads are gathered (by its input index) for all branches at once,
-before the scan. Outside ``vmap``
-(training, and scoring with ``lax.map``) the switch executes one op per branch.
+before the scan. Outside ``vmap`` (training, and scoring with ``lax.map``) the
+switch executes one op per branch.
 
 Weight sharing is per (cell, node, branch slot, op, input index) as in the
 reference: sep convs hold ``i + 2`` copies (node ``i``) of their depthwise and
@@ -164,8 +164,8 @@ class BranchParams(nn.Module):
     return params
 
 
-def _sep_params(params: dict[str, jnp.ndarray], size: int) -> dict[str, jnp.ndarray]:
-  prefix = f"sep{size}_"
+def _strip_prefix(params: dict[str, jnp.ndarray], prefix: str) -> dict[str, jnp.ndarray]:
+  """The entries of ``params`` named ``prefix + name``, keyed by ``name``."""
   return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
@@ -235,7 +235,7 @@ def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.
   def body(carry, xs):
     states, acc = carry  # states: [nodes + 2 (normal) or nodes (reduction), ...]
     p, state, op, i, noise = xs
-    sep = {size: _sep_params(p, size) for size in SEP_SIZES}
+    sep = {size: _strip_prefix(p, f"sep{size}_") for size in SEP_SIZES}
 
     def candidates(stride: int, reduce: dict[str, jnp.ndarray] | None):
       """The 5 ops (in ws5 id order) on ``x`` with ``stride``."""
@@ -248,7 +248,7 @@ def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.
       ]
 
     if reduction:
-      reduce = {k[len("reduce_"):]: v for k, v in p.items() if k.startswith("reduce_")}
+      reduce = _strip_prefix(p, "reduce_")
       # The switch gets both cell inputs and an index, not the chosen input: its
       # saved residual is then the loop-invariant ``inputs``, which the scan keeps
       # once instead of stacking a copy per branch.
