@@ -2,7 +2,7 @@
 
 Command:
   python -m nao_jax.main --config=configs/cifar.py --workdir=/tmp/nao_ws_cifar10 \
-      [--config.strategy=random | reinforce] [--config.final.enabled=False]
+      [--config.strategy=random | evolution | reinforce] [--config.final.enabled=False]
 
 Search: pool of 600 random ws5 archs; supernet of 11 cells, C=20, batch 64,
 150 epochs (SGD cosine 0.025 -> 0.001, wd 3e-4, clip 5) on 45k training images;
@@ -46,22 +46,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.job = "nao_ws"
   config.seed = 0
-  config.strategy = "nao"  # nao | random (Random-WS) | reinforce (ENAS-like).
+  # nao | random (Random-WS) | evolution | reinforce (ENAS-like) | a registered one.
+  config.strategy = "nao"
+  config.evaluator = dict(name="supernet")  # Reads space, data, supernet and search.
   config.space = dict(nodes=5, ops="ws5")
   config.data = dict(name=arg or "cifar10", data_dir="", download=True, split="search",
                      valid_size=5000, split_seed=0)
   config.supernet = supernet.default_config()
-  config.supernet.ckpt_every_steps = 500  # And after every scoring round.
-  config.search = dict(pool_size=600, eval_every=30, new_per_round=300, top_k=100,
-                       rerank_top=5)
-  config.nao = ml_collections.ConfigDict()
-  config.nao.controller = controller.default_config("nasnet")
-  # When the gradient steps decode fewer than new_per_round unseen archs, fill
-  # with the predictor's best one-token neighbours of this many top pool archs
-  # (0: the reference, which then replaces fewer).
-  config.nao.neighbours_of_top = 5
-  config.random = strategies.default_config("random")
-  config.reinforce = strategies.default_config("reinforce")
+  config.search = dict(pool_size=600, eval_every=30, new_per_round=300, rerank_top=5)
+  config.nao = strategies.default_config("nao", space_name="nasnet")
+  # The reference's selection: the first unseen archs decoded from the top 100,
+  # with the step sizes of the controller's default; when they run out first, the
+  # predictor's best one-token neighbours of the top 5 fill the round (the
+  # reference would replace fewer).
+  config.nao.update(top_k=100, candidates_per_round=0, neighbours_of_top=5,
+                    max_step_size=config.nao.controller.generate.max_step_size)
+  config.nao.controller = controller.default_config("nasnet")  # The reference's epochs.
+  for name in ("random", "evolution", "reinforce"):
+    config[name] = strategies.default_config(name)
   # Re-ranking (reference §6.1): 3 cells per stage (N=1), C=20, 10 epochs, batch 64.
   config.rerank = _child(10, 1, 20, 64, "search", 0.8, 0)
   config.final = _child(600, 6, 36, 128, "full", 0.8, 16)

@@ -39,10 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   s = config.supernet
   s.update(num_cells=1, features=16, epochs=12, eval_images=300, ckpt_every_steps=100,
            learning_rate=0.05, pad=1)
-  config.search.update(pool_size=20, eval_every=4, new_per_round=8, top_k=10, rerank_top=2)
+  config.search.update(pool_size=20, eval_every=4, new_per_round=8, rerank_top=2)
+  config.nao.top_k = 10
   config.nao.controller.train.epochs = 30
-  config.random.round_size = 8
-  config.reinforce.round_size = 8
   for child, epochs in ((config.rerank, 3), (config.final, 10)):
     child.model.update(num_cells=1, features=16, auxiliary=False)
     child.augment.update(pad=1, cutout=0)
@@ -53,7 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.space.nodes = 2
     s.update(num_cells=0, features=4, epochs=2, ckpt_every_steps=5, eval_images=64)
     config.data.valid_size = 200
-    config.search.update(pool_size=8, eval_every=1, new_per_round=3, top_k=4, rerank_top=1)
+    config.search.update(pool_size=8, eval_every=1, new_per_round=3, rerank_top=1)
+    config.nao.top_k = 4
+    config.evolution.update(population=8, tournament=3)
     config.nao.controller.train.epochs = 5
     for child in (config.rerank, config.final):
       child.model.update(num_cells=1, features=4)

@@ -1,29 +1,46 @@
-"""The ``search`` job: strategy <-> evaluator rounds with history and resume.
+"""The search driver: strategy <-> evaluator rounds with history and resume, for
+every strategy over every evaluator (the ``search`` job; ``nao_ws`` composes it).
 
 Library use (no files written):
 
-  space, evaluator, strategy, state = search.setup(config)
-  for result in search.rounds(strategy, state, evaluator, budget=100):
+  space, evaluator, strategy, state, pool = search.setup(config)
+  for result in search.rounds(strategy, state, evaluator, budget=100, pool=pool):
     print(result.round, result.records[-1]["score"])
 
-``rounds`` is the whole loop as an iterator of ``RoundResult``: each round asks
-the strategy for ``strategy.round_size(state)`` archs (capped by the budget),
-evaluates them, hands every record to ``on_record`` (the driver's history
-writer: flushed and fsynced) and only then tells the strategy.
+``rounds`` is the whole loop as an iterator of ``RoundResult``. Each round asks
+the strategy for archs, lets the evaluator prepare (``before_round``: the
+supernet trains its shared weights), evaluates, hands every record to
+``on_record`` (the driver's history writer: flushed and fsynced) the moment it
+is known, and only then tells the strategy.
 
-``run(config, workdir)`` adds the files: ``history.jsonl``, a checkpoint of the
-strategy (and its controller) after every round, ``best_arch.json`` and
-``plots/search.png``. Restarting it with the same workdir restores the latest
-checkpoint and replays the history recorded after it: the strategy is asked
-again (it is deterministic given its state and seed), each arch asked is
-checked against the recorded one and takes its recorded score instead of being
-evaluated again. So a resumed run asks for the same archs in the same order
-and ends with the same result as one that was never interrupted.
+Two kinds of search, chosen by the evaluator (``evaluators.base``):
+
+* stationary (tables, child training): each round asks
+  ``strategy.round_size(state)`` archs (capped by the budget) and evaluates them
+  once; ``budget`` counts evaluations.
+* pool (``evaluator.rescores_pool``, the NAO-WS supernet; ``Pool`` from
+  ``config.search``): the first round asks ``pool_size`` archs, every later one
+  ``new_per_round`` that replace the worst of the pool; the whole pool is
+  evaluated every round (``pool_size`` evaluations), the strategy is told the
+  new archs' scores and then ``rescore``-d with the pool's, best first.
+
+``run(config, workdir)`` adds the files: ``history.jsonl``, checkpoints
+(strategy, evaluator, pool) after every round and wherever the evaluator
+offers one mid-round, ``best_arch.json``, ``plots/search.png`` and, for a
+strategy that predicts scores, ``plots/predicted_vs_measured_round<r>.png``.
+Restarting it with the same workdir restores the latest checkpoint and replays
+the history recorded after it: the strategy is asked again (it is
+deterministic given its state and seed), each arch asked is checked against
+the recorded one and takes its recorded result instead of being evaluated
+again. So a resumed run asks for the same archs in the same order and ends
+with the same result as one that was never interrupted. A resume whose
+settings differ from the checkpoint's (only ``MAY_CHANGE`` may) is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -33,90 +50,181 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from nao_jax import atomic
 from nao_jax import configuration
 from nao_jax import evaluators
 from nao_jax import history
 from nao_jax import strategies
 from nao_jax import viz
+from nao_jax import viz_cells
 from nao_jax.checkpoint import Checkpointer
+
+# Fields a resumed run may change: they do not alter what the search computes.
+MAY_CHANGE = ("budget", "evaluator.path", "evaluator.seconds_per_query", "data.data_dir",
+              "data.download", "supernet.ckpt_every_steps", "search.rerank_top")
+# Config sections that define a search (a resume must match them, but for MAY_CHANGE).
+_DEFINING = ("seed", "strategy", "evaluator", "space", "data", "supernet", "search")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+  """The pool of a pool search: ``size`` archs, ``new_per_round`` replaced per round."""
+  size: int
+  new_per_round: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+  """Where a search stands, besides its strategy and evaluator states.
+
+  Attributes:
+    round: the round under way or next.
+    num_evaluations: evaluations recorded before it.
+    pool: a pool search's archs, best first after a round; () otherwise.
+    asked: the archs asked in ``round`` and not yet told (a checkpoint taken
+      inside the round), else None.
+  """
+  round: int = 0
+  num_evaluations: int = 0
+  pool: tuple[Any, ...] = ()
+  asked: tuple[Any, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class RoundResult:
-  """One round: its number, its records (history lines) and the strategy state
-  after they were told."""
+  """One round: its number, its records (history lines), the strategy state
+  after they were told, and the progress after it."""
   round: int
   records: list[dict[str, Any]]
   state: Any
+  progress: Progress
 
 
-def setup(config: ml_collections.ConfigDict) -> tuple[Any, Any, strategies.Strategy, Any]:
-  """Builds ``(space, evaluator, strategy, initial_state)`` from a search config,
-  raising ``ConfigError`` naming the bad field."""
-  if not isinstance(config.get("seed"), int) or isinstance(config.seed, bool):
-    raise configuration.ConfigError(f"config.seed: must be an integer, got {config.get('seed')!r}.")
-  if not isinstance(config.get("budget"), int) or config.budget < 1:
-    raise configuration.ConfigError(
-        f"config.budget: must be a positive number of evaluations, got {config.get('budget')!r}.")
-  with configuration.section("evaluator"):
-    evaluator = evaluators.from_config(config.evaluator)
+def setup(config: ml_collections.ConfigDict
+          ) -> tuple[Any, evaluators.Evaluator, strategies.Strategy, Any, Pool | None]:
+  """Builds ``(space, evaluator, strategy, initial_state, pool)`` from a search
+  config (``pool`` is None unless the evaluator re-scores a pool), raising
+  ``ConfigError`` naming the bad field."""
+  seed = config.get("seed")
+  configuration.check(config, [
+      ("seed", isinstance(seed, int) and not isinstance(seed, bool), "must be an integer")])
   with configuration.section("strategy"):
     strategy = strategies.get(config.get("strategy"))
+  configuration.check(config, [
+      (config.strategy, config.strategy in config,
+       f"missing: the strategy's settings; add config.{config.strategy} = "
+       f"strategies.default_config({config.strategy!r})")])
+  evaluator = evaluators.build(config)
+  pool = None
+  if evaluator.rescores_pool:
+    size = configuration.positive_int(config, "search.pool_size", 2)
+    configuration.check(config, [
+        ("search.new_per_round", 0 <= config.search.new_per_round < size,
+         "must be in [0, pool_size)")])
+    pool = Pool(size, config.search.new_per_round)
   with configuration.section(config.strategy):
     state = strategy.init(config.seed, evaluator.space, config[config.strategy])
-  return evaluator.space, evaluator, strategy, state
+  return evaluator.space, evaluator, strategy, state, pool
+
+
+def budget(config: ml_collections.ConfigDict, evaluator: evaluators.Evaluator,
+           pool: Pool | None) -> int:
+  """The number of evaluations: ``num_rounds`` whole pools where the evaluator
+  defines its rounds, else ``config.budget``."""
+  if evaluator.num_rounds is not None:
+    return evaluator.num_rounds * (pool.size if pool else 1)
+  return configuration.positive_int(config, "budget")
 
 
 def make_record(space: Any, arch: Any, evaluation: evaluators.Evaluation, index: int,
-                round_: int) -> dict[str, Any]:
-  """The history line of one evaluation."""
-  return {"index": index, "round": round_, "hash": space.arch_hash(arch),
-          "arch": json.loads(space.to_json(arch)), "string": space.to_string(arch),
-          "tokens": space.encode(arch).tolist(), "score": evaluation.score,
-          "report": evaluation.report, "cost": evaluation.cost, "time": time.time()}
+                round_: int, predicted: float | None = None) -> dict[str, Any]:
+  """The history line of one evaluation (``predicted``: the strategy's forecast)."""
+  record = {"index": index, "round": round_, "hash": space.arch_hash(arch),
+            "arch": json.loads(space.to_json(arch)), "string": space.to_string(arch),
+            "tokens": space.encode(arch).tolist(), "score": evaluation.score,
+            "report": evaluation.report, "cost": evaluation.cost, "time": time.time()}
+  if predicted is not None:
+    record["predicted"] = float(predicted)
+  return record
 
 
-def rounds(strategy: strategies.Strategy, state: Any, evaluator: Any, budget: int,
-           start_round: int = 0, start_index: int = 0,
+def _ask(strategy: strategies.Strategy, state: Any, progress: Progress, budget_: int,
+         pool: Pool | None) -> tuple[list[Any], list[Any], Any]:
+  """``(asked, evaluated, state)`` of a round that starts afresh: a pool search
+  evaluates its survivors and the new archs."""
+  if pool is None:
+    asked, state = strategy.ask(state, min(strategy.round_size(state),
+                                           budget_ - progress.num_evaluations))
+    return asked, asked, state
+  wanted = pool.size - len(progress.pool) if progress.round == 0 else pool.new_per_round
+  asked, state = strategy.ask(state, wanted) if wanted else ([], state)
+  return asked, [*progress.pool[:pool.size - len(asked)], *asked], state
+
+
+def rounds(strategy: strategies.Strategy, state: Any, evaluator: evaluators.Evaluator,
+           budget: int, progress: Progress = Progress(),
            replay: Sequence[dict[str, Any]] = (),
-           on_record: Callable[[dict[str, Any]], None] | None = None) -> Iterator[RoundResult]:
-  """Runs rounds until ``budget`` evaluations (counting ``start_index`` done before).
+           on_record: Callable[[dict[str, Any]], None] | None = None,
+           pool: Pool | None = None,
+           checkpoint: Callable[[Any, Progress], None] | None = None
+           ) -> Iterator[RoundResult]:
+  """Runs rounds until ``budget`` evaluations (counting those before ``progress``).
 
   Args:
     strategy, state: the strategy and its state (as restored, or fresh).
-    evaluator: has ``space`` and ``evaluate(archs)``.
+    evaluator: an ``evaluators.Evaluator``.
     budget: total number of evaluations.
-    start_round, start_index: round number and evaluation index to continue from.
-    replay: history records by index; an arch asked at an index that ``replay``
-      holds takes the recorded result (after checking it is the same arch).
+    progress: where to continue from (a restored checkpoint's).
+    replay: history records by index; an arch evaluated at an index that
+      ``replay`` holds takes the recorded result (after checking it is the same arch).
     on_record: called with every *new* record before the strategy is told.
+    pool: the pool of a pool search (``evaluator.rescores_pool``), else None.
+    checkpoint: ``checkpoint(state, progress)`` saves a mid-round checkpoint;
+      the evaluator's ``before_round`` decides when.
   Yields:
     a ``RoundResult`` after each round was told.
   """
-  space, index, round_ = evaluator.space, start_index, start_round
-  while index < budget:
-    archs, state = strategy.ask(state, min(strategy.round_size(state), budget - index))
-    if not archs:
-      logging.warning("the strategy proposed no new architecture (space exhausted?); stopping.")
-      return
+  space = evaluator.space
+  while progress.num_evaluations < budget:
+    round_, index = progress.round, progress.num_evaluations
+    if progress.asked is None:
+      asked, evaluated, state = _ask(strategy, state, progress, budget, pool)
+      if not evaluated:
+        logging.warning("the strategy proposed no new architecture (space exhausted?); stopping.")
+        return
+    else:  # Resumed inside the round: its archs were asked before the checkpoint.
+      asked = list(progress.asked)
+      evaluated = list(progress.pool) if pool else asked
+    inside = Progress(round_, index, tuple(evaluated) if pool else (), tuple(asked))
+    evaluator.before_round(round_, evaluated, functools.partial(
+        checkpoint or (lambda *_: None), state, inside))
+    predicted = strategy.predict(state, evaluated) if strategy.predict else None
+    fresh = evaluator.evaluate_each(evaluated[max(len(replay) - index, 0):])
     records = []
-    for arch in archs:
-      if index < len(replay):
-        record = replay[index]
+    for i, arch in enumerate(evaluated):
+      if index + i < len(replay):
+        record = replay[index + i]
         if record["hash"] != space.arch_hash(arch):
           raise ValueError(
-              f"resume: the strategy asked for {space.to_string(arch)} at evaluation {index} but "
-              f"the history has {record.get('string')}; the workdir was written by another "
-              "config or code version. Use a new workdir.")
+              f"resume: the strategy asked for {space.to_string(arch)} at evaluation "
+              f"{index + i} but the history has {record.get('string')}; the workdir was "
+              "written by another config or code version. Use a new workdir.")
       else:
-        record = make_record(space, arch, evaluator.evaluate([arch])[0], index, round_)
+        record = make_record(space, arch, next(fresh), index + i, round_,
+                             None if predicted is None else predicted[i])
         if on_record is not None:
           on_record(record)
       records.append(record)
-      index += 1
-    state = strategy.tell(state, archs, [r["score"] for r in records])
-    yield RoundResult(round_, records, state)
-    round_ += 1
+    scores = [r["score"] for r in records]
+    state = strategy.tell(state, asked, scores[len(evaluated) - len(asked):])
+    survivors = ()
+    if pool:
+      order = np.argsort(-np.asarray(scores), kind="stable")
+      survivors = tuple(evaluated[i] for i in order)
+      if strategy.rescore:
+        state = strategy.rescore(state, survivors, [scores[i] for i in order])
+    progress = Progress(round_ + 1, index + len(evaluated), survivors)
+    yield RoundResult(round_, records, state, progress)
 
 
 def best_record(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -125,92 +233,148 @@ def best_record(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The settings a resumed run must share with the run that wrote the workdir
-  (not the budget, data path or simulated delay, which may change)."""
-  evaluator = {k: v for k, v in config.evaluator.to_dict().items()
-               if k not in ("path", "seconds_per_query")}
-  return json.loads(json.dumps({
-      "seed": config.seed, "strategy": config.strategy, "evaluator": evaluator,
-      "settings": config[config.strategy].to_dict()}, default=str))
+  """The settings a resumed run must share with the run that wrote the workdir."""
+  settings = {name: config[name].to_dict() if isinstance(config[name], ml_collections.ConfigDict)
+              else config[name] for name in _DEFINING if name in config}
+  settings["settings"] = config[config.strategy].to_dict()
+  for field in MAY_CHANGE:
+    section, _, name = field.rpartition(".")
+    if isinstance(settings.get(section), dict):
+      settings[section].pop(name, None)
+  return json.loads(json.dumps(settings, default=str))
 
 
-def _restore(checkpointer: Checkpointer, config: ml_collections.ConfigDict,
-             strategy: strategies.Strategy, space: Any) -> tuple[Any, int, int] | None:
-  """``(state, round, num_evaluations)`` of the latest checkpoint, or None."""
-  if checkpointer.latest_step() is None:
-    return None
-  arrays, metadata = checkpointer.restore(None)
-  if metadata.get("fingerprint") != _fingerprint(config):
-    raise configuration.ConfigError(
-        f"the workdir's checkpoints were written with different settings "
-        f"({metadata.get('fingerprint')}) than this config ({_fingerprint(config)}). Use the "
-        "same config (only budget and evaluator.path may change) or a new --workdir.")
-  with configuration.section(config.strategy):
-    state = strategy.restore(config.seed, space, config[config.strategy],
-                             arrays.get("strategy", {}), metadata["strategy"])
-  return state, int(metadata["round"]), int(metadata["num_evaluations"])
+class _Checkpoints:
+  """The search's checkpoints: strategy, evaluator and progress, numbered 1, 2, ..."""
+
+  def __init__(self, directory: str, config: ml_collections.ConfigDict,
+               strategy: strategies.Strategy, evaluator: evaluators.Evaluator):
+    self.config, self.strategy, self.evaluator = config, strategy, evaluator
+    self.manager = Checkpointer(directory, max_to_keep=2)
+
+  def save(self, state: Any, progress: Progress) -> None:
+    space = self.evaluator.space
+    arrays, record = self.strategy.save(state)
+    evaluator_arrays, evaluator_record = self.evaluator.save()
+
+    def tokens(archs):
+      return None if archs is None else [space.encode(a).tolist() for a in archs]
+
+    step = (self.manager.latest_step() or 0) + 1
+    self.manager.save(step, {"strategy": arrays, "evaluator": evaluator_arrays,
+                             "round": np.int64(progress.round)},
+                      {"round": progress.round, "num_evaluations": progress.num_evaluations,
+                       "pool": tokens(progress.pool), "asked": tokens(progress.asked),
+                       "strategy": record, "evaluator": evaluator_record,
+                       "fingerprint": _fingerprint(self.config)})
+
+  def restore(self) -> tuple[Any, Progress] | None:
+    """``(strategy state, progress)`` of the latest checkpoint (the evaluator
+    restored in place), or None if there is none."""
+    if self.manager.latest_step() is None:
+      return None
+    arrays, metadata = self.manager.restore(None)
+    if metadata.get("fingerprint") != _fingerprint(self.config):
+      raise configuration.ConfigError(
+          "", f"the workdir's checkpoints were written with different settings "
+          f"({metadata.get('fingerprint')}) than this config ({_fingerprint(self.config)}). "
+          f"Use the same config (only {', '.join(MAY_CHANGE)} may change) or a new --workdir.")
+    config, space = self.config, self.evaluator.space
+    with configuration.section(config.strategy):
+      state = self.strategy.restore(config.seed, space, config[config.strategy],
+                                    arrays.get("strategy", {}), metadata["strategy"])
+    self.evaluator.restore(arrays.get("evaluator", {}), metadata.get("evaluator", {}))
+
+    def archs(tokens):
+      return None if tokens is None else tuple(space.decode(np.asarray(t)) for t in tokens)
+
+    return state, Progress(int(metadata["round"]), int(metadata["num_evaluations"]),
+                           archs(metadata["pool"]), archs(metadata["asked"]))
 
 
-def _write_json(path: str, data: Any) -> None:
-  temporary = path + ".tmp"
-  with open(temporary, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(temporary, path)
-
-
-def _resume_and_run(config: ml_collections.ConfigDict, workdir: str, checkpointer: Checkpointer,
-                    strategy: strategies.Strategy, state: Any, evaluator: Any,
-                    recorded: list[dict[str, Any]], history_path: str) -> list[dict[str, Any]]:
-  """Restores the latest checkpoint (if any), runs the remaining rounds with
-  history, checkpoints and best_arch.json; returns all records."""
-  space = evaluator.space
-  restored = _restore(checkpointer, config, strategy, space)
-  start_round, start_index = 0, 0
-  if restored is not None:
-    state, start_round, start_index = restored
-  if len(recorded) < start_index:
-    raise ValueError(
-        f"{history_path} has {len(recorded)} records but the checkpoint counts {start_index}: "
-        "the history was truncated or replaced. Restore it or use a new workdir.")
-  if recorded:
-    print(f"resuming from round {start_round} ({start_index} evaluations checkpointed, "
-          f"{len(recorded) - start_index} more to replay from {history_path})")
-  records, started = list(recorded[:start_index]), time.time()
-  metric, report = evaluator.search_metric, evaluator.report_metric
-  with history.Writer(history_path) as writer:
-    for result in rounds(strategy, state, evaluator, config.budget, start_round, start_index,
-                         replay=recorded, on_record=writer.append):
-      records += result.records
-      arrays, record = strategy.save(result.state)
-      checkpointer.save(result.round + 1, {"strategy": arrays, "round": np.int64(result.round)},
-                        {"round": result.round + 1, "num_evaluations": len(records),
-                         "strategy": record, "fingerprint": _fingerprint(config)})
-      best = best_record(records)
-      _write_json(os.path.join(workdir, "best_arch.json"), {
-          "space": space.signature(), "arch": best["arch"], "string": best["string"],
-          "hash": best["hash"], "index": best["index"], metric: best["score"],
-          **best["report"]})
-      print(f"round {result.round:3d} | evaluations {len(records):4d}/{config.budget} | best "
-            f"{metric} {best['score']:.3f} ({report} {best['report'][report]:.3f}) | "
-            f"{time.time() - started:.1f}s", flush=True)
-  return records
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
-  """Runs (or resumes) the search in ``workdir``; returns the best record."""
-  space, evaluator, strategy, state = setup(config)
+def execute(config: ml_collections.ConfigDict, workdir: str
+            ) -> tuple[evaluators.Evaluator, list[dict[str, Any]]]:
+  """Runs (or resumes) the search in ``workdir`` with its files (see the module
+  docstring); returns ``(evaluator, records)``, all records in index order."""
+  space, evaluator, strategy, state, pool = setup(config)
+  total = budget(config, evaluator, pool)
   os.makedirs(workdir, exist_ok=True)
   history_path = os.path.join(workdir, "history.jsonl")
   recorded = history.read(history_path)
-  with Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2) as checkpointer:
-    records = _resume_and_run(config, workdir, checkpointer, strategy, state, evaluator,
-                              recorded, history_path)
+  checkpoints = _Checkpoints(os.path.join(workdir, "checkpoints"), config, strategy, evaluator)
+  try:
+    restored = checkpoints.restore()
+    progress = Progress()
+    if restored is not None:
+      state, progress = restored
+    if len(recorded) < progress.num_evaluations:
+      raise ValueError(
+          f"{history_path} has {len(recorded)} records but the checkpoint counts "
+          f"{progress.num_evaluations}: the history was truncated or replaced. Restore it or "
+          "use a new workdir.")
+    if recorded:
+      print(f"resuming in round {progress.round} ({progress.num_evaluations} evaluations "
+            f"checkpointed, {len(recorded) - progress.num_evaluations} more to replay from "
+            f"{history_path})", flush=True)
+    records = list(recorded[:progress.num_evaluations])
+    started = time.time()
+    with history.Writer(history_path) as writer:
+      for result in rounds(strategy, state, evaluator, total, progress, replay=recorded,
+                           on_record=writer.append, pool=pool, checkpoint=checkpoints.save):
+        records += result.records
+        checkpoints.save(result.state, result.progress)
+        _write_best(workdir, space, evaluator, records)
+        _print_round(result, records, total, evaluator, time.time() - started)
+  finally:
+    checkpoints.manager.close()
+  _plot(workdir, config, space, evaluator, records)
+  return evaluator, records
+
+
+def _write_best(workdir: str, space: Any, evaluator: evaluators.Evaluator,
+                records: Sequence[dict[str, Any]]) -> None:
   best = best_record(records)
+  atomic.write_json(os.path.join(workdir, "best_arch.json"), {
+      "space": space.signature(), "arch": best["arch"], "string": best["string"],
+      "hash": best["hash"], "index": best["index"], evaluator.search_metric: best["score"],
+      **best["report"]})
+
+
+def _print_round(result: RoundResult, records: Sequence[dict[str, Any]], total: int,
+                 evaluator: evaluators.Evaluator, seconds: float) -> None:
   metric, report = evaluator.search_metric, evaluator.report_metric
+  best = best_record(records)
+  scores = [r["score"] for r in result.records]
+  print(f"round {result.round:3d} | evaluations {len(records):4d}/{total} | this round: "
+        f"best {max(scores):.4f} median {np.median(scores):.4f} | best {metric} "
+        f"{best['score']:.4f} ({report} {best['report'][report]:.4f}) | {seconds:.1f}s",
+        flush=True)
+
+
+def _plot(workdir: str, config: ml_collections.ConfigDict, space: Any,
+          evaluator: evaluators.Evaluator, records: Sequence[dict[str, Any]]) -> None:
+  """``plots/search.png`` and, per round with predictions, the predicted-vs-measured plot."""
+  if not records:
+    return
+  plots = os.path.join(workdir, "plots")
+  metric, report = evaluator.search_metric, evaluator.report_metric
+  viz.plot_search(records, os.path.join(plots, "search.png"), metric, report,
+                  title=f"{config.strategy} on {space.signature()}")
+  for round_ in sorted({r["round"] for r in records if "predicted" in r}):
+    predicted = [r for r in records if r["round"] == round_ and "predicted" in r]
+    viz_cells.plot_predictions(
+        [r["predicted"] for r in predicted], [r["score"] for r in predicted],
+        os.path.join(plots, f"predicted_vs_measured_round{round_}.png"),
+        title=f"round {round_}: {config.strategy}'s prediction vs {metric}", metric=metric)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """The ``search`` job: runs (or resumes) the search in ``workdir``; returns the best record."""
+  evaluator, records = execute(config, workdir)
+  best = best_record(records)
   if best is not None:
-    plot = viz.plot_search(records, os.path.join(workdir, "plots", "search.png"), metric, report,
-                           title=f"{config.strategy} on {space.signature()}")
-    print(f"best after {len(records)} evaluations: {best['string']} {metric} {best['score']:.3f} "
-          f"{report} {best['report'][report]:.3f}; plot {plot}")
+    report = evaluator.report_metric
+    print(f"best after {len(records)} evaluations: {best['string']} {evaluator.search_metric} "
+          f"{best['score']:.4f} {report} {best['report'][report]:.4f}; plots in "
+          f"{os.path.join(workdir, 'plots')}", flush=True)
   return best

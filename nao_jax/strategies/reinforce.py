@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from nao_jax import configuration
 from nao_jax.strategies import base
 
 # Policy batches drawn per ask before falling back to uniform unseen archs.
@@ -151,11 +152,11 @@ class ReinforceState:
 
 def init(seed: int, space: base.SearchSpace,
          config: ml_collections.ConfigDict) -> ReinforceState:
-  base.check_positive_int(config, "hidden_size")
-  base.check_positive_int(config, "round_size")
-  learning_rate = base.check_float(config, "learning_rate", 0.0, 10.0)
-  base.check_float(config, "ema_decay", 0.0, 1.0)
-  base.check_float(config, "entropy_weight", 0.0, 1e3)
+  configuration.positive_int(config, "hidden_size")
+  configuration.positive_int(config, "round_size")
+  learning_rate = configuration.number_in(config, "learning_rate", 0.0, 10.0)
+  configuration.number_in(config, "ema_decay", 0.0, 1.0)
+  configuration.number_in(config, "entropy_weight", 0.0, 1e3)
   policy = Policy(space.vocab_size, config.hidden_size)
   optimizer = _adam(learning_rate)
   key = jax.random.fold_in(jax.random.key(seed), 0)

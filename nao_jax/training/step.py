@@ -125,6 +125,31 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, smoothing: float) ->
   return optax.softmax_cross_entropy(logits, targets).mean()
 
 
+def prepare_batch(images: jnp.ndarray, key: jax.Array, step: jnp.ndarray,
+                  hyper: Hyper) -> tuple[jnp.ndarray, jax.Array]:
+  """This device's shard of a step's batch, augmented, and its dropout key.
+
+  Args:
+    images: uint8 ``[b, H, W, 3]``, this device's shard of the global batch.
+    key: the run's key (the same on every device).
+    step: int32 scalar, the global step.
+    hyper: the augmentation and normalisation (``mean``, ``std``, ``pad``, ``cutout``, ``flip``).
+  Returns:
+    ``(images float32 [b, H, W, 3], dropout_key)``: example ``i`` of the global
+    batch augments with ``fold_in(augment_key, i)``, whatever the device count;
+    the dropout key is ``fold_in(dropout_key, device)``.
+  Must run inside ``pmap`` over ``AXIS``.
+  """
+  augment_key, dropout_key = jax.random.split(jax.random.fold_in(key, step))
+  shard = images.shape[0]
+  first = jax.lax.axis_index(AXIS) * shard
+  example_keys = jax.vmap(functools.partial(jax.random.fold_in, augment_key))(
+      first + jnp.arange(shard))
+  images = augment.augment_batch(images, example_keys, hyper.mean, hyper.std, hyper.pad,
+                                 hyper.cutout, hyper.flip)
+  return images, jax.random.fold_in(dropout_key, jax.lax.axis_index(AXIS))
+
+
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], key: jax.Array,
                length: Length, *, model: NasnetNetwork, tx: optax.GradientTransformation,
                hyper: Hyper) -> tuple[TrainState, dict[str, jnp.ndarray]]:
@@ -143,15 +168,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], key: jax.Array,
     The new state and metrics (loss, aux_loss, accuracy, l2_grads, l2_params,
     l2_updates), identical on every device.
   """
-  step_key = jax.random.fold_in(key, state.step)
-  augment_key, dropout_key = jax.random.split(step_key)
-  shard = batch["labels"].shape[0]
-  first = jax.lax.axis_index(AXIS) * shard
-  example_keys = jax.vmap(functools.partial(jax.random.fold_in, augment_key))(
-      first + jnp.arange(shard))
-  images = augment.augment_batch(batch["images"], example_keys, hyper.mean, hyper.std,
-                                 hyper.pad, hyper.cutout, hyper.flip)
-  dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(AXIS))
+  images, dropout_key = prepare_batch(batch["images"], key, state.step, hyper)
 
   def loss_fn(params):
     (logits, aux_logits), updates = model.apply(
