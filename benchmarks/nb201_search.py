@@ -23,6 +23,8 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# The table is looked up in $NAO_JAX_DATA (nao_jax.data_dirs); default: the shared data.
+os.environ.setdefault("NAO_JAX_DATA", str(REPO.parent / "shared" / "data"))
 
 import numpy as np  # noqa: E402
 
@@ -46,7 +48,7 @@ def run_one(job: tuple[str, int, int]) -> tuple[str, int, np.ndarray, np.ndarray
   config = nb201_config.get_config("reference" if strategy == "nao_reference" else None)
   config.strategy = "nao" if strategy == "nao_reference" else strategy
   config.seed, config.budget = seed, budget
-  _, evaluator, strategy_fns, state = search.setup(config)
+  _, evaluator, strategy_fns, state, _ = search.setup(config)
   records = []
   for result in search.rounds(strategy_fns, state, evaluator, budget):
     records += result.records

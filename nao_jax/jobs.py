@@ -28,6 +28,5 @@ def get(config: ml_collections.ConfigDict) -> Job:
   """The ``run`` function for ``config.job``; ``ConfigError`` if unknown."""
   name = config.get("job")
   if name not in JOBS:
-    raise configuration.ConfigError(
-        f"config.job: unknown job {name!r}; choose one of {sorted(JOBS)}.")
+    raise configuration.ConfigError("job", f"unknown job {name!r}; choose one of {sorted(JOBS)}.")
   return importlib.import_module(JOBS[name]).run

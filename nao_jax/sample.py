@@ -15,6 +15,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from nao_jax import atomic
 from nao_jax import configuration
 from nao_jax import spaces
 
@@ -28,21 +29,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Samples ``config.num_samples`` archs with ``config.seed`` into the workdir."""
   with configuration.section("space"):
     space = spaces.from_config(config.space)
-  if config.num_samples < 1:
-    raise configuration.ConfigError(
-        f"config.num_samples: must be >= 1, got {config.num_samples}.")
+  num_samples = configuration.positive_int(config, "num_samples")
   rng = np.random.default_rng(config.seed)
-  archs = space.sample(rng, config.num_samples)
-  path = os.path.join(workdir, "archs.jsonl")
-  temporary = path + ".tmp"
-  with open(temporary, "w") as f:
-    for index, arch in enumerate(archs):
-      record = {"index": index, "hash": space.arch_hash(arch),
-                "arch": json.loads(space.to_json(arch)),
-                "string": space.to_string(arch),
-                "tokens": space.encode(arch).tolist()}
-      f.write(json.dumps(record) + "\n")
-  os.replace(temporary, path)
+  archs = space.sample(rng, num_samples)
+  path = atomic.write_jsonl(os.path.join(workdir, "archs.jsonl"), (
+      {"index": index, "hash": space.arch_hash(arch), "arch": json.loads(space.to_json(arch)),
+       "string": space.to_string(arch), "tokens": space.encode(arch).tolist()}
+      for index, arch in enumerate(archs)))
   distinct = len({space.arch_hash(a) for a in archs})
   print(f"space {space.signature()}: {space.length} tokens, vocab {space.vocab_size}, "
         f"{space_size(space):.3g} sequences, {len(space.symmetry_permutations())} symmetries")

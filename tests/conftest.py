@@ -1,6 +1,7 @@
 """Shared test setup: 8 fake CPU devices (for data-parallel tests), one persistent
 compilation cache for the session, and paths."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -21,6 +22,19 @@ import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# The benchmark tables (and the CLI runs of the tests) are found through the
+# library's data-directory lookup (nao_jax.data_dirs).
+os.environ.setdefault("NAO_JAX_DATA", str(SHARED_DATA))
+# Results of configs recorded before a refactor of the search driver, which must
+# not change them (see its "_source").
+RECORDED = json.loads((REPO / "tests" / "data" / "recorded_results.json").read_text())
+
+
+def figures(records, best):
+  """What ``RECORDED`` holds of a run: its evaluations as sorted ``[round, hash,
+  score]``, the hash of ``best_arch.json`` and its final test accuracy."""
+  return {"evaluations": sorted([r["round"], r["hash"], r["score"]] for r in records),
+          "best": best["hash"], "final_test_accuracy": best.get("final_test_accuracy")}
 
 
 @pytest.fixture(scope="session")

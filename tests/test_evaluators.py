@@ -42,12 +42,30 @@ def test_nb201_twelve_epoch_columns(nb201_table_path):
   assert report.max() == pytest.approx(38.27, abs=0.01)
 
 
-def test_nb201_default_path_is_beside_the_repo(nb201_table_path):
-  assert evaluators.tabular.DEFAULT_NB201_PATH.resolve() == nb201_table_path.resolve()
+def test_an_empty_path_is_looked_up_in_the_data_directories(nb201_table_path, tmp_path,
+                                                             monkeypatch):
+  # conftest sets NAO_JAX_DATA to ../shared/data.
+  assert evaluators.get("nb201").path.resolve() == nb201_table_path.resolve()
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "data" / "nasbench201").mkdir(parents=True)
+  (tmp_path / "data" / "nasbench201" / "nb201_acc.npz").symlink_to(nb201_table_path)
+  monkeypatch.setenv("NAO_JAX_DATA", str(tmp_path / "elsewhere"))
+  assert evaluators.get("nb201").path == tmp_path / "data" / "nasbench201" / "nb201_acc.npz"
+  (tmp_path / "data" / "nasbench201" / "nb201_acc.npz").unlink()
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  tried = [tmp_path / "elsewhere", tmp_path / "data", tmp_path / "home" / ".cache" / "nao_jax" /
+           "data"]
+  with pytest.raises(ValueError) as error:
+    evaluators.get("nb201")
+  message = str(error.value)
+  assert message.startswith("config.evaluator: path: nasbench201/nb201_acc.npz not found in ")
+  for directory in tried:
+    assert str(directory / "nasbench201" / "nb201_acc.npz") in message
+  assert "Set NAO_JAX_DATA=DIR" in message and "path=FILE" in message
 
 
 def test_nb201_errors_name_the_problem(tmp_path, nb201_table_path):
-  with pytest.raises(ValueError, match=r"not found.*nb201_acc\.npz.*README"):
+  with pytest.raises(ValueError, match=r"path: file .*missing\.npz' not found.*nb201_acc\.npz"):
     evaluators.get("nb201", path=str(tmp_path / "missing.npz"))
   garbage = tmp_path / "garbage.npz"
   garbage.write_bytes(b"not a zip file")

@@ -1,5 +1,6 @@
 """NAO-WS: the supernet evaluator (1 vs 8 devices, scoring) and the quickstart pipeline
-end to end, uninterrupted and killed twice then resumed."""
+end to end: every strategy over the supernet, the results recorded before the search
+driver was shared, and a run killed twice then resumed."""
 
 import functools
 import json
@@ -20,7 +21,9 @@ from nao_jax import nao_ws
 from nao_jax import spaces
 from nao_jax.evaluators import supernet as supernet_eval
 from nao_jax.models import supernet as supernet_lib
+from tests.conftest import RECORDED
 from tests.conftest import REPO
+from tests.conftest import figures
 
 sys.path.insert(0, str(REPO))
 from configs import quickstart as quickstart_config  # noqa: E402
@@ -112,7 +115,8 @@ def test_quickstart_finds_and_trains_a_winner(uninterrupted):
   rounds = config.supernet.epochs // config.search.eval_every
   assert len(records) == rounds * config.search.pool_size
   assert [r["index"] for r in records] == list(range(len(records)))
-  last_round = [r for r in records if r["round"] == rounds - 1]
+  last_round = nao_ws.last_pool(records)
+  assert [r["round"] for r in last_round] == [rounds - 1] * config.search.pool_size
   for previous, current in zip(range(rounds - 1), range(1, rounds)):
     # Every proposal replaces new_per_round archs (gradient steps or the neighbour fill).
     before = {r["hash"] for r in records if r["round"] == previous}
@@ -124,6 +128,53 @@ def test_quickstart_finds_and_trains_a_winner(uninterrupted):
     assert json.load(f) == summary
   for plot in ("search.png", "best_normal_cell.png", "best_reduction_cell.png",
                "predicted_vs_measured_round1.png"):
+    assert os.path.getsize(os.path.join(workdir, "plots", plot)) > 1000, plot
+  # The controller's forecasts are recorded from the round after its first fit.
+  assert all(("predicted" in r) == (r["round"] > 0) for r in records)
+
+
+def _cpu() -> str:
+  """This CPU's model name and whether it has AVX-512 (as ``RECORDED`` names a CPU)."""
+  with open("/proc/cpuinfo") as f:
+    info = f.read()
+  model = next((l.split(":", 1)[1].strip() for l in info.splitlines()
+                if l.startswith("model name")), "unknown")
+  return f"{model} avx512f" if "avx512f" in info else model
+
+
+@pytest.mark.slow
+def test_quickstart_results_equal_those_recorded_before_the_driver_was_shared(uninterrupted):
+  workdir, summary = uninterrupted
+  recorded = RECORDED["quickstart:small:nao"]
+  found = figures(history.read(os.path.join(workdir, "history.jsonl")), summary)
+  # The initial pool is drawn by numpy on any machine.
+  assert ([e[1] for e in found["evaluations"] if e[0] == 0] ==
+          [e[1] for e in recorded["evaluations"] if e[0] == 0])
+  if not os.path.exists("/proc/cpuinfo") or _cpu() != recorded["cpu"]:
+    pytest.skip(f"the supernet's scores were recorded on a {recorded['cpu']}; this is a {_cpu()}")
+  assert found == {k: v for k, v in recorded.items() if k != "cpu"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce"])
+def test_every_strategy_searches_over_the_supernet(strategy, tmp_path):
+  workdir = str(tmp_path)
+  command = [sys.executable, "-m", "nao_jax.main", "--config=configs/quickstart.py:small",
+             f"--workdir={workdir}", f"--config.strategy={strategy}",
+             "--config.final.enabled=False"]
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert done.returncode == 0, done.stderr[-3000:]
+  records = history.read(os.path.join(workdir, "history.jsonl"))
+  config = quickstart_config.get_config("small")
+  assert len(records) == 2 * config.search.pool_size
+  rounds = [{r["hash"] for r in records if r["round"] == k} for k in (0, 1)]
+  assert len(rounds[1] - rounds[0]) == config.search.new_per_round  # The strategy's proposals.
+  with open(os.path.join(workdir, "best_arch.json")) as f:
+    best = json.load(f)
+  assert best["hash"] in {r["hash"] for r in nao_ws.last_pool(records)[:config.search.rerank_top]}
+  assert 0.0 <= best["rerank_valid_accuracy"] <= 1.0
+  for plot in ("search.png", "best_normal_cell.png"):
     assert os.path.getsize(os.path.join(workdir, "plots", plot)) > 1000, plot
 
 

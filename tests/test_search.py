@@ -12,7 +12,9 @@ import pytest
 from nao_jax import configuration
 from nao_jax import history
 from nao_jax import search
+from tests.conftest import RECORDED
 from tests.conftest import REPO
+from tests.conftest import figures
 
 sys.path.insert(0, str(REPO))
 from configs import nb201 as nb201_config  # noqa: E402
@@ -59,6 +61,11 @@ def test_run_writes_history_best_and_plot(strategy, uninterrupted, tmp_path):
   top = max(records, key=lambda r: r["score"])
   assert best["c10v_valid_200"] == top["score"] and best["string"] == top["string"]
   assert best["c10_test_200"] == top["report"]["c10_test_200"]
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce", "nao"])
+def test_results_equal_those_recorded_before_the_driver_was_rewritten(strategy, uninterrupted):
+  assert figures(*uninterrupted(strategy)) == RECORDED[f"nb201:small:{strategy}"]
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "reinforce"])
@@ -129,7 +136,7 @@ def test_bad_config_fields_raise_config_errors(nb201_table_path):
     search.setup(small_config("bayesopt"))
   config = small_config("evolution")
   config.evolution.population = 0
-  with pytest.raises(configuration.ConfigError, match="config.evolution: population"):
+  with pytest.raises(configuration.ConfigError, match="config.evolution.population: must be an integer >= 2"):
     search.setup(config)
   config = small_config("random")
   config.evaluator.path = "/nonexistent/nb201_acc.npz"

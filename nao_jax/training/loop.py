@@ -17,12 +17,12 @@ import time
 from typing import Any
 
 from absl import logging
-from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nao_jax import atomic
 from nao_jax import checkpoint
 from nao_jax import configuration
 from nao_jax import data as data_lib
@@ -80,10 +80,7 @@ def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
        "must be an even number >= 2"),
       ("model.num_cells", config.model.num_cells >= 1, "must be >= 1"),
   ]
-  for field, ok, fix in checks:
-    if not ok:
-      section, name = field.split(".")
-      raise configuration.ConfigError(f"config.{field}: {fix} (got {config[section][name]!r}).")
+  configuration.check(config, checks)
 
 
 def _devices(config: ml_collections.ConfigDict) -> list[Any]:
@@ -91,8 +88,8 @@ def _devices(config: ml_collections.ConfigDict) -> list[Any]:
   wanted = config.train.num_devices or len(local)
   if not 1 <= wanted <= len(local) or (jax.process_count() > 1 and wanted != len(local)):
     raise configuration.ConfigError(
-        f"config.train.num_devices: {config.train.num_devices} but this host has "
-        f"{len(local)} devices; use 0 (all) or 1..{len(local)} (all on multi-host runs).")
+        "train.num_devices", f"{config.train.num_devices} but this host has {len(local)} "
+        f"devices; use 0 (all) or 1..{len(local)} (all on multi-host runs).")
   return local[:wanted]
 
 
@@ -140,8 +137,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   steps_per_epoch = len(data.train) // config.train.batch_size
   if steps_per_epoch < 1:
     raise configuration.ConfigError(
-        f"config.train.batch_size: {config.train.batch_size} exceeds the "
-        f"{len(data.train)} training images.")
+        "train.batch_size", f"{config.train.batch_size} exceeds the {len(data.train)} "
+        "training images.")
   model = models.from_space(
       space, arch, num_classes=data.num_classes, num_cells=config.model.num_cells,
       features=config.model.features, auxiliary=config.model.auxiliary,
@@ -224,7 +221,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if writer:
     writer.add_scalar("test/accuracy", test, length.total_steps)
   if jax.process_index() == 0:
-    _write_json(os.path.join(workdir, "results.json"), results)
+    atomic.write_json(os.path.join(workdir, "results.json"), results)
   print(f"final test accuracy {test:.4f} (best valid {results['best_valid_accuracy']}); "
         f"{params:,} params; wrote {os.path.join(workdir, 'results.json')}")
   return results
@@ -260,9 +257,3 @@ def _writer(workdir: str):
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   return SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-
-def _write_json(path: str, record: dict[str, Any]) -> None:
-  """Writes ``record`` to ``path`` (local or ``gs://``) via a temporary file."""
-  temporary = epath.Path(path + ".tmp")
-  temporary.write_text(json.dumps(record, indent=2) + "\n")
-  temporary.replace(path)
