@@ -1,7 +1,10 @@
 """Search spaces: architectures <-> token sequences (pure numpy).
 
 ``get('nasnet', nodes=5, ops='ws5')`` or ``from_config(config.space)`` build a
-space by name; ``known.get('NAONet-A')`` gives a published architecture.
+space by name; ``known.get('NAONet-A')`` gives a published architecture;
+``register(name, build)`` adds a user's space (a ``SearchSpace`` subclass or a
+function of its settings returning one), which ``config.space.name = name``
+then selects.
 """
 
 from typing import Any, Callable
@@ -18,6 +21,15 @@ SPACES: dict[str, Callable[..., SearchSpace]] = {
     "rnn": RnnSpace,
     "macro": MacroSpace,
 }
+
+
+def register(name: str, build: Callable[..., SearchSpace]) -> None:
+  """Makes ``get(name, **settings)`` (and ``config.space.name = name``) build
+  ``build(**settings)``."""
+  if not callable(build):
+    raise TypeError(f"register({name!r}, ...): build must be a SearchSpace class or a "
+                    "function returning a SearchSpace.")
+  SPACES[name] = build
 
 
 def get(name: str, **kwargs: Any) -> SearchSpace:
@@ -40,4 +52,5 @@ def from_config(space_config: Any) -> SearchSpace:
 __all__ = [
     "SearchSpace", "NasnetArch", "NasnetSpace", "Node", "loose_ends", "Nb201Arch",
     "Nb201Space", "RnnArch", "RnnNode", "RnnSpace", "SPACES", "get", "from_config",
+    "register",
 ]
