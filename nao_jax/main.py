@@ -37,13 +37,10 @@ _CACHE = flags.DEFINE_string(
     "networks skips their compilation; '' disables it. $JAX_COMPILATION_CACHE_DIR, "
     "if set, wins.")
 CACHE_MAX_BYTES = 4 << 30  # Least recently used entries go beyond this.
-# LLVM at -O1 instead of -O3 for XLA:CPU's generated code. Measured on 2 cores
-# (/tmp scripts, same hour): the quickstart's supernet train step compiles in
-# 88-90 s instead of 108-117 s and its re-rank child in 29-39 s instead of
-# 37-45 s, at 5-9% and 0% slower steps; NAONet-A (N=6, F=36) compiles and trains
-# as fast as at -O3 (218 vs 227 s, 3.43 vs 3.49 images/s): its convolutions are
-# library calls, which the level does not touch. Accelerator backends read the
-# same flag for their own code, so it is set only where none can be present.
+# LLVM at -O1 instead of -O3 for XLA:CPU's generated code: small networks compile
+# about a fifth faster and step a few percent slower; large ones are unchanged, their
+# convolutions being library calls (benchmarks/results/cpu_notes.md). Accelerator
+# backends read the same flag for their own code, so it is set only where none can be.
 CPU_COMPILE_FLAG = "--xla_backend_optimization_level=1"
 
 

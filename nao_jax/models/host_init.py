@@ -1,8 +1,7 @@
 """Initial variables of the child networks and the supernet, drawn on the host.
 
 Compiling a flax ``init`` means tracing and compiling the whole forward pass:
-about 20 s for a 5-cell child network on a 2-core CPU and minutes for the
-supernet, paid again by every child training. The initializers of these
+seconds to minutes on a CPU, paid again by every child training. The initializers of these
 networks are simple, so ``draw`` produces them with numpy from the shapes
 ``jax.eval_shape`` gives in under a second:
 

@@ -75,8 +75,7 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray,
 # rows inside a ``lax.scan``: a loop body reads its operands from memory, whereas
 # a plain product lets XLA:CPU fuse their whole producer chains (depthwise convs,
 # batch-norm backward, the next ops' input gradients) into the transposed copy
-# it makes for the product and recompute them there, in a slow transposed order
-# (NAONet-B N=2 gradient: 3.5 -> 2.8 s of op time).
+# it makes for the product and recompute them there, in a slow transposed order.
 @jax.custom_vjp
 def _pointwise(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
   return jnp.dot(x, kernel)
@@ -124,9 +123,8 @@ def _cpu_conv_backward(strides, residuals, grad):
   return input_vjp(grad)[0], _conv_kernel_grad(x, grad, kernel, strides)
 
 
-# Measured on 32 images (2-core CPU, GFLOP/s, this form vs XLA's backward-filter
-# convolution in chunks of 4096 positions): 3x3 at 16x16x72 50 vs 23-29, at
-# 8x8x144 80 vs 54-65; 1x3 at 32x32x36 27-31 vs 15; 3x3 stride 2 20-42 vs 14-23.
+# One matrix product per kernel tap runs faster on XLA:CPU than its backward-filter
+# convolution in chunks of 4096 positions (benchmarks/results/cpu_notes.md).
 def _conv_kernel_grad(x, grad, kernel, strides):
   """The kernel gradient ``[kh, kw, Cin, Cout]`` of ``_lax_conv(x, kernel, strides)``
   for ``grad`` ``[B, H', W', Cout]``: per tap, the tap's windows of ``x``

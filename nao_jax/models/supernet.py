@@ -78,9 +78,8 @@ def arch_arrays(space: NasnetSpace, archs: Sequence[NasnetArch]) -> np.ndarray:
 def batch_norm(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
                axis_name: str | None) -> jnp.ndarray:
   """BatchNorm with the statistics of this batch (over ``axis_name`` devices if set),
-  with ``layers.batch_norm_train``'s two-pass backward (autodiff's is about twice
-  the passes: the 5-cell, C=16 train step on 8x8 images compiles in 70 instead of
-  85 s and runs 25% faster on CPU)."""
+  with ``layers.batch_norm_train``'s two-pass backward (autodiff's makes about twice
+  the passes; benchmarks/results/supernet.md)."""
   return layers.batch_norm_train(x, scale, bias, EPSILON, axis_name)[0]
 
 
@@ -193,10 +192,8 @@ def gather_branch_params(branches: list[dict[str, jnp.ndarray]], cell: jnp.ndarr
     above 1 it is unused).
 
   Gathering here, once per cell, instead of inside the branch loop (where the
-  remat switch gathered them again in the backward pass, and each branch's
-  copies were zero-padded and stacked every step) made the 5-cell, C=20,
-  batch-64 supernet train step 1.47-1.50 -> 1.22-1.33 s on 2 CPU cores (the
-  11-cell one 2.77-3.11 -> 2.56-2.95 s: within its run-to-run spread).
+  remat switch would gather them again in the backward pass) makes the train
+  step faster (benchmarks/results/supernet.md).
   """
   states_in = cell[:, 0::2].reshape(-1)
   gathered = []
