@@ -14,6 +14,7 @@ seeds). ``configs/macro.py:small`` is the test variant (budget 20).
 import ml_collections
 
 from nao_jax import strategies
+from nao_jax.evaluators import executors
 
 STRATEGY_NAMES = ("nao", "random", "evolution", "reinforce")
 
@@ -29,10 +30,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.budget = 100  # Evaluations (table lookups).
   config.evaluator = dict(
       name="macro",
-      path="",  # Empty: ../shared/data/nasbench_macro/nas-bench-macro_cifar10.json.
+      path="",  # Empty: nasbench_macro/nas-bench-macro_cifar10.json in $NAO_JAX_DATA, ./data, ...
       search_seed=0,
       seconds_per_query=0.0,
   )
+  # Trials at once: --config.executor.workers=4 (threads) or --config.executor.name=ray.
+  config.executor = executors.default_config()
   config.nao = strategies.default_config("nao", space_name="macro")
   for name in STRATEGY_NAMES[1:]:
     config[name] = strategies.default_config(name)

@@ -24,6 +24,7 @@ optimum in 72% / 93% of the runs). Other columns: the 12-epoch
 import ml_collections
 
 from nao_jax import strategies
+from nao_jax.evaluators import executors
 
 STRATEGY_NAMES = ("nao", "random", "evolution", "reinforce")
 
@@ -40,11 +41,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.budget = 100  # Evaluations (table lookups).
   config.evaluator = dict(
       name="nb201",
-      path="",  # Empty: ../shared/data/nasbench201/nb201_acc.npz beside the repo.
+      path="",  # Empty: nasbench201/nb201_acc.npz in $NAO_JAX_DATA, ./data, ~/.cache/nao_jax/data.
       search_metric="c10v_valid_200",
       report_metric="c10_test_200",
       seconds_per_query=0.0,  # Simulated training time per query (demos, kill tests).
   )
+  # Trials at once: --config.executor.workers=4 (threads) or --config.executor.name=ray.
+  config.executor = executors.default_config()
   config.nao = strategies.default_config("nao", space_name="nb201")
   for name in STRATEGY_NAMES[1:]:
     config[name] = strategies.default_config(name)

@@ -8,7 +8,10 @@ file was edited, and raises a ``ValueError`` naming the line.
 
 A record holds: ``index`` (0-based evaluation number), ``round``, ``hash``,
 ``arch`` (the space's JSON), ``string``, ``tokens``, ``score`` (search
-metric), ``report`` (reported metrics), ``cost``, ``time`` (unix seconds).
+metric; null for a failed evaluation, which also has ``failed: true`` and its
+``error``), ``report`` (reported metrics), ``cost``, ``time`` (unix seconds).
+Evaluations run at once finish in any order, so lines are in the order they
+finished: ``read`` returns them so, each index once.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from absl import logging
 REQUIRED_FIELDS = ("index", "round", "hash", "tokens", "score", "report", "cost")
 
 
-def _parse(line: bytes, number: int) -> dict[str, Any]:
+def _parse(line: bytes, number: int, indices: set[int]) -> dict[str, Any]:
   record = json.loads(line)
   if not isinstance(record, dict) or any(f not in record for f in REQUIRED_FIELDS):
     raise ValueError(f"line {number} lacks one of the fields {REQUIRED_FIELDS}")
-  if record["index"] != number - 1:
-    raise ValueError(f"line {number} has index {record['index']}, expected {number - 1}")
+  index = record["index"]
+  if not isinstance(index, int) or index < 0 or index in indices:
+    raise ValueError(f"line {number} has index {index!r}: not a new evaluation number")
+  indices.add(index)
   return record
 
 
@@ -39,10 +44,10 @@ def read(path: str) -> list[dict[str, Any]]:
     data = f.read()
   lines = data.split(b"\n")
   complete, tail = lines[:-1], lines[-1]  # tail: text after the last newline.
-  records, good_bytes = [], 0
+  records, good_bytes, indices = [], 0, set()
   for number, line in enumerate(complete, start=1):
     try:
-      records.append(_parse(line, number))
+      records.append(_parse(line, number, indices))
     except ValueError as e:  # json.JSONDecodeError is a ValueError.
       if number < len(complete) or tail:
         raise ValueError(

@@ -59,8 +59,9 @@ def _train_child(config: ml_collections.ConfigDict, section: str, arch_path: str
 
 
 def last_pool(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """The records of the last round, best first (ties: the earlier record)."""
-  last = [r for r in records if r["round"] == records[-1]["round"]]
+  """The records of the last round that did not fail, best first (ties: the earlier
+  record)."""
+  last = [r for r in search.succeeded(records) if r["round"] == records[-1]["round"]]
   return sorted(last, key=lambda r: -r["score"])
 
 

@@ -44,7 +44,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import logging
 import ml_collections
@@ -138,14 +138,24 @@ def budget(config: ml_collections.ConfigDict, evaluator: evaluators.Evaluator,
 
 def make_record(space: Any, arch: Any, evaluation: evaluators.Evaluation, index: int,
                 round_: int, predicted: float | None = None) -> dict[str, Any]:
-  """The history line of one evaluation (``predicted``: the strategy's forecast)."""
+  """The history line of one evaluation (``predicted``: the strategy's forecast). A
+  failed evaluation's line has ``failed: true``, its ``error`` and ``score: null``."""
+  failed = evaluation.failed
   record = {"index": index, "round": round_, "hash": space.arch_hash(arch),
             "arch": json.loads(space.to_json(arch)), "string": space.to_string(arch),
-            "tokens": space.encode(arch).tolist(), "score": evaluation.score,
+            "tokens": space.encode(arch).tolist(), "score": None if failed else evaluation.score,
             "report": evaluation.report, "cost": evaluation.cost, "time": time.time()}
+  if failed:
+    record["failed"] = True
+    record["error"] = evaluation.error or f"the score is {evaluation.score}"
   if predicted is not None:
     record["predicted"] = float(predicted)
   return record
+
+
+def succeeded(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The records of evaluations that did not fail."""
+  return [r for r in records if not r.get("failed")]
 
 
 def _ask(strategy: strategies.Strategy, state: Any, progress: Progress, budget_: int,
@@ -161,14 +171,53 @@ def _ask(strategy: strategies.Strategy, state: Any, progress: Progress, budget_:
   return asked, [*progress.pool[:pool.size - len(asked)], *asked], state
 
 
+def _evaluate_round(space: Any, evaluator: evaluators.Evaluator, archs: Sequence[Any],
+                    index: int, round_: int, predicted: np.ndarray | None,
+                    replay: Mapping[int, dict[str, Any]],
+                    on_record: Callable[[dict[str, Any]], None] | None
+                    ) -> list[dict[str, Any]]:
+  """The records of ``archs`` (evaluations ``index``, ``index + 1``, ...): those
+  ``replay`` holds (checked to be the same archs), the others evaluated, each
+  handed to ``on_record`` as it finishes. Returns them in ``archs`` order."""
+  records, todo = {}, []
+  for i, arch in enumerate(archs):
+    record = replay.get(index + i)
+    if record is None:
+      todo.append(i)
+    elif record["hash"] != space.arch_hash(arch):
+      raise ValueError(
+          f"resume: the strategy asked for {space.to_string(arch)} at evaluation "
+          f"{index + i} but the history has {record.get('string')}; the workdir was "
+          "written by another config or code version. Use a new workdir.")
+    else:
+      records[i] = record
+  for j, evaluation in evaluator.evaluate_each([archs[i] for i in todo]):
+    i = todo[j]
+    record = make_record(space, archs[i], evaluation, index + i, round_,
+                         None if predicted is None else predicted[i])
+    if record.get("failed"):
+      print(f"evaluation {index + i} failed ({space.to_string(archs[i])}): {record['error']}",
+            flush=True)
+    if on_record is not None:
+      on_record(record)
+    records[i] = record
+  if len(records) != len(archs):
+    raise RuntimeError(f"the evaluator returned {len(records) - len(archs) + len(todo)} of "
+                       f"the {len(todo)} evaluations asked.")
+  return [records[i] for i in range(len(archs))]
+
+
 def rounds(strategy: strategies.Strategy, state: Any, evaluator: evaluators.Evaluator,
            budget: int, progress: Progress = Progress(),
-           replay: Sequence[dict[str, Any]] = (),
+           replay: Mapping[int, dict[str, Any]] | None = None,
            on_record: Callable[[dict[str, Any]], None] | None = None,
            pool: Pool | None = None,
            checkpoint: Callable[[Any, Progress], None] | None = None
            ) -> Iterator[RoundResult]:
   """Runs rounds until ``budget`` evaluations (counting those before ``progress``).
+
+  Failed evaluations count towards the budget; they are recorded but not told to
+  the strategy (and leave a pool).
 
   Args:
     strategy, state: the strategy and its state (as restored, or fresh).
@@ -177,14 +226,14 @@ def rounds(strategy: strategies.Strategy, state: Any, evaluator: evaluators.Eval
     progress: where to continue from (a restored checkpoint's).
     replay: history records by index; an arch evaluated at an index that
       ``replay`` holds takes the recorded result (after checking it is the same arch).
-    on_record: called with every *new* record before the strategy is told.
+    on_record: called with every *new* record as it finishes, before the strategy is told.
     pool: the pool of a pool search (``evaluator.rescores_pool``), else None.
     checkpoint: ``checkpoint(state, progress)`` saves a mid-round checkpoint;
       the evaluator's ``before_round`` decides when.
   Yields:
-    a ``RoundResult`` after each round was told.
+    a ``RoundResult`` after each round was told (its records in index order).
   """
-  space = evaluator.space
+  space, replay = evaluator.space, replay or {}
   while progress.num_evaluations < budget:
     round_, index = progress.round, progress.num_evaluations
     if progress.asked is None:
@@ -199,37 +248,27 @@ def rounds(strategy: strategies.Strategy, state: Any, evaluator: evaluators.Eval
     evaluator.before_round(round_, evaluated, functools.partial(
         checkpoint or (lambda *_: None), state, inside))
     predicted = strategy.predict(state, evaluated) if strategy.predict else None
-    fresh = evaluator.evaluate_each(evaluated[max(len(replay) - index, 0):])
-    records = []
-    for i, arch in enumerate(evaluated):
-      if index + i < len(replay):
-        record = replay[index + i]
-        if record["hash"] != space.arch_hash(arch):
-          raise ValueError(
-              f"resume: the strategy asked for {space.to_string(arch)} at evaluation "
-              f"{index + i} but the history has {record.get('string')}; the workdir was "
-              "written by another config or code version. Use a new workdir.")
-      else:
-        record = make_record(space, arch, next(fresh), index + i, round_,
-                             None if predicted is None else predicted[i])
-        if on_record is not None:
-          on_record(record)
-      records.append(record)
-    scores = [r["score"] for r in records]
-    state = strategy.tell(state, asked, scores[len(evaluated) - len(asked):])
+    records = _evaluate_round(space, evaluator, evaluated, index, round_, predicted, replay,
+                              on_record)
+    new = range(len(evaluated) - len(asked), len(evaluated))
+    told = [i for i in new if not records[i].get("failed")]
+    state = strategy.tell(state, [evaluated[i] for i in told], [records[i]["score"] for i in told])
     survivors = ()
     if pool:
-      order = np.argsort(-np.asarray(scores), kind="stable")
+      kept = [i for i in range(len(evaluated)) if not records[i].get("failed")]
+      order = [kept[k] for k in np.argsort(-np.asarray([records[i]["score"] for i in kept]),
+                                           kind="stable")]
       survivors = tuple(evaluated[i] for i in order)
       if strategy.rescore:
-        state = strategy.rescore(state, survivors, [scores[i] for i in order])
+        state = strategy.rescore(state, survivors, [records[i]["score"] for i in order])
     progress = Progress(round_ + 1, index + len(evaluated), survivors)
     yield RoundResult(round_, records, state, progress)
 
 
 def best_record(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-  """The record with the highest score (the earliest among ties)."""
-  return max(reversed(records), key=lambda r: r["score"]) if records else None
+  """The record with the highest score (the earliest among ties), failures left out."""
+  ok = succeeded(records)
+  return max(reversed(ok), key=lambda r: r["score"]) if ok else None
 
 
 def _fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -307,19 +346,21 @@ def execute(config: ml_collections.ConfigDict, workdir: str
     progress = Progress()
     if restored is not None:
       state, progress = restored
-    if len(recorded) < progress.num_evaluations:
+    replay = {r["index"]: r for r in recorded}
+    missing = [i for i in range(progress.num_evaluations) if i not in replay]
+    if missing:
       raise ValueError(
-          f"{history_path} has {len(recorded)} records but the checkpoint counts "
-          f"{progress.num_evaluations}: the history was truncated or replaced. Restore it or "
-          "use a new workdir.")
+          f"{history_path} lacks evaluation {missing[0]} (of the {progress.num_evaluations} "
+          "the checkpoint counts): the history was truncated or replaced. Restore it or use a "
+          "new workdir.")
     if recorded:
       print(f"resuming in round {progress.round} ({progress.num_evaluations} evaluations "
             f"checkpointed, {len(recorded) - progress.num_evaluations} more to replay from "
             f"{history_path})", flush=True)
-    records = list(recorded[:progress.num_evaluations])
+    records = [replay[i] for i in range(progress.num_evaluations)]
     started = time.time()
     with history.Writer(history_path) as writer:
-      for result in rounds(strategy, state, evaluator, total, progress, replay=recorded,
+      for result in rounds(strategy, state, evaluator, total, progress, replay=replay,
                            on_record=writer.append, pool=pool, checkpoint=checkpoints.save):
         records += result.records
         checkpoints.save(result.state, result.progress)
@@ -334,6 +375,8 @@ def execute(config: ml_collections.ConfigDict, workdir: str
 def _write_best(workdir: str, space: Any, evaluator: evaluators.Evaluator,
                 records: Sequence[dict[str, Any]]) -> None:
   best = best_record(records)
+  if best is None:
+    return
   atomic.write_json(os.path.join(workdir, "best_arch.json"), {
       "space": space.signature(), "arch": best["arch"], "string": best["string"],
       "hash": best["hash"], "index": best["index"], evaluator.search_metric: best["score"],
@@ -344,24 +387,28 @@ def _print_round(result: RoundResult, records: Sequence[dict[str, Any]], total: 
                  evaluator: evaluators.Evaluator, seconds: float) -> None:
   metric, report = evaluator.search_metric, evaluator.report_metric
   best = best_record(records)
-  scores = [r["score"] for r in result.records]
+  scores = [r["score"] for r in succeeded(result.records)]
+  failed = len(result.records) - len(scores)
+  this_round = (f"best {max(scores):.4f} median {np.median(scores):.4f}" if scores else
+                "no score")
+  overall = (f"best {metric} {best['score']:.4f} ({report} {best['report'][report]:.4f})"
+             if best else "no score yet")
   print(f"round {result.round:3d} | evaluations {len(records):4d}/{total} | this round: "
-        f"best {max(scores):.4f} median {np.median(scores):.4f} | best {metric} "
-        f"{best['score']:.4f} ({report} {best['report'][report]:.4f}) | {seconds:.1f}s",
+        f"{this_round}{f', {failed} failed' if failed else ''} | {overall} | {seconds:.1f}s",
         flush=True)
 
 
 def _plot(workdir: str, config: ml_collections.ConfigDict, space: Any,
           evaluator: evaluators.Evaluator, records: Sequence[dict[str, Any]]) -> None:
   """``plots/search.png`` and, per round with predictions, the predicted-vs-measured plot."""
-  if not records:
+  if not succeeded(records):
     return
   plots = os.path.join(workdir, "plots")
   metric, report = evaluator.search_metric, evaluator.report_metric
   viz.plot_search(records, os.path.join(plots, "search.png"), metric, report,
                   title=f"{config.strategy} on {space.signature()}")
   for round_ in sorted({r["round"] for r in records if "predicted" in r}):
-    predicted = [r for r in records if r["round"] == round_ and "predicted" in r]
+    predicted = [r for r in succeeded(records) if r["round"] == round_ and "predicted" in r]
     viz_cells.plot_predictions(
         [r["predicted"] for r in predicted], [r["score"] for r in predicted],
         os.path.join(plots, f"predicted_vs_measured_round{round_}.png"),

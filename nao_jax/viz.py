@@ -14,10 +14,11 @@ import numpy as np  # noqa: E402
 
 def best_so_far(records: Sequence[dict[str, Any]], report_metric: str) -> tuple[np.ndarray, np.ndarray]:
   """Best search score after each evaluation and the reported metric of that best
-  arch: float ``[N]`` each (ties keep the earlier arch)."""
+  arch: float ``[N]`` each (ties keep the earlier arch; a failed evaluation,
+  whose score is None, changes nothing)."""
   best_score, best_report, scores, reports = -np.inf, np.nan, [], []
   for record in records:
-    if record["score"] > best_score:
+    if record["score"] is not None and record["score"] > best_score:
       best_score, best_report = record["score"], record["report"].get(report_metric, np.nan)
     scores.append(best_score)
     reports.append(best_report)
@@ -31,14 +32,15 @@ def plot_search(records: Sequence[dict[str, Any]], path: str, search_metric: str
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   scores, reports = best_so_far(records, report_metric)
   steps = np.arange(1, len(records) + 1)
+  evaluated = np.array([np.nan if r["score"] is None else r["score"] for r in records], float)
   figure, axis = plt.subplots(figsize=(6, 4))
-  axis.plot(steps, [r["score"] for r in records], ".", color="0.7", label="evaluated")
+  axis.plot(steps, evaluated, ".", color="0.7", label="evaluated")
   axis.step(steps, scores, where="post", label=f"best {search_metric}")
   axis.step(steps, reports, where="post", label=f"{report_metric} of the best")
   axis.set_xlabel("evaluations")
   axis.set_ylabel("accuracy")
   if len(records):
-    low = np.nanpercentile([r["score"] for r in records], 25)
+    low = np.nanpercentile(evaluated, 25)
     high = np.nanmax(np.concatenate([scores, reports]))
     axis.set_ylim(low, high + 0.05 * (high - low + 1e-9))
   axis.set_title(title)

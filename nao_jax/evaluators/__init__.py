@@ -20,6 +20,7 @@ from typing import Any, Callable
 import ml_collections
 
 from nao_jax import configuration
+from nao_jax.evaluators import executors
 from nao_jax.evaluators.base import Evaluation, Evaluator
 
 Build = Callable[[ml_collections.ConfigDict], Evaluator]
@@ -29,6 +30,7 @@ _EVALUATORS: dict[str, Build | str] = {
     "nb201": "nao_jax.evaluators.tabular",
     "macro": "nao_jax.evaluators.tabular",
     "supernet": "nao_jax.evaluators.supernet",
+    "child": "nao_jax.evaluators.child",
 }
 
 
@@ -44,7 +46,14 @@ def names() -> list[str]:
 
 
 def build(config: ml_collections.ConfigDict) -> Evaluator:
-  """The evaluator ``config.evaluator.name`` names, built from ``config``.
+  """The evaluator ``config.evaluator.name`` names, built from ``config``, its
+  trials run by the executor of ``config.executor`` (``evaluators.executors``)."""
+  return executors.wrap(build_plain(config), config)
+
+
+def build_plain(config: ml_collections.ConfigDict) -> Evaluator:
+  """The evaluator ``config.evaluator.name`` names, built from ``config`` (without
+  an executor: what a worker of one runs).
 
   Raises:
     ConfigError: the name is unknown, or the build rejected a setting (a plain
@@ -71,4 +80,5 @@ def get(name: str, **settings: Any) -> Evaluator:
   return build(ml_collections.ConfigDict({"evaluator": {"name": name, **settings}}))
 
 
-__all__ = ["Build", "Evaluation", "Evaluator", "build", "get", "names", "register"]
+__all__ = ["Build", "Evaluation", "Evaluator", "build", "build_plain", "get", "names",
+           "register"]

@@ -2,6 +2,12 @@
 protocol that the search driver (``search.rounds``) calls.
 
   evaluations = evaluator.evaluate(archs)       # one Evaluation per arch, in order
+  for i, evaluation in evaluator.evaluate_each(archs): ...   # as each finishes
+
+An evaluation that failed (the evaluator raised, the score is not finite) is an
+``Evaluation`` with ``error`` set (``Evaluation.failure``): the driver records
+it and never tells it to the strategy. ``evaluate_each`` turns an exception of
+one arch's ``evaluate`` into such a failure, so one bad arch never ends a search.
 
 Optional round hooks (the base class gives no-op defaults):
 
@@ -22,6 +28,7 @@ pool of archs: each round new archs replace the worst of the pool,
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Iterator, Sequence
 
 
@@ -33,10 +40,22 @@ class Evaluation:
     score: the search metric the strategy sees (higher is better).
     report: named metrics reported but never shown to the strategy.
     cost: the evaluation's cost in the evaluator's ``cost_unit``.
+    error: why the evaluation failed (then ``score`` means nothing), else None.
   """
   score: float
   report: dict[str, float]
   cost: float
+  error: str | None = None
+
+  @classmethod
+  def failure(cls, error: str, cost: float = 0.0) -> "Evaluation":
+    """A failed evaluation with its message."""
+    return cls(math.nan, {}, cost, error)
+
+  @property
+  def failed(self) -> bool:
+    """Whether it failed or its score is not a finite number."""
+    return self.error is not None or not math.isfinite(self.score)
 
 
 class Evaluator:
@@ -63,12 +82,14 @@ class Evaluator:
     """One ``Evaluation`` per arch of ``archs``, in order."""
     raise NotImplementedError
 
-  def evaluate_each(self, archs: Sequence[Any]) -> Iterator[Evaluation]:
-    """The evaluations of ``archs`` in order, each yielded as soon as it is known
-    (so the driver records it at once). Default: one ``evaluate`` call per arch;
-    an evaluator that scores a batch at once (the supernet) overrides it."""
-    for arch in archs:
-      yield self.evaluate([arch])[0]
+  def evaluate_each(self, archs: Sequence[Any]) -> Iterator[tuple[int, Evaluation]]:
+    """``(i, evaluation of archs[i])`` for every arch, each yielded as soon as it
+    is known (so the driver records it at once), in any order. Default: one
+    ``evaluate`` call per arch, in order, an exception becoming a failure; an
+    executor (``evaluators.executors``) runs several at once, an evaluator that
+    scores a batch at once (the supernet) overrides it."""
+    for i, arch in enumerate(archs):
+      yield i, evaluate_one(self, arch)
 
   def before_round(self, round_: int, archs: Sequence[Any],
                    checkpoint: Callable[[], None]) -> None:
@@ -84,3 +105,11 @@ class Evaluator:
   def restore(self, arrays: dict[str, Any], record: dict[str, Any]) -> None:
     """Restores what ``save`` returned (arrays as plain nested dicts of arrays)."""
     del arrays, record
+
+
+def evaluate_one(evaluator: Evaluator, arch: Any) -> Evaluation:
+  """``evaluator.evaluate([arch])[0]``, or a failure naming the exception it raised."""
+  try:
+    return evaluator.evaluate([arch])[0]
+  except Exception as e:  # pylint: disable=broad-except  # A failed trial, recorded.
+    return Evaluation.failure(f"{type(e).__name__}: {e}")

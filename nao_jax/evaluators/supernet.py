@@ -255,8 +255,8 @@ class SupernetEvaluator(Evaluator):
     return [Evaluation(float(s), {self.report_metric: float(s), "epoch": epoch}, seconds)
             for s in scores]
 
-  def evaluate_each(self, archs: Sequence[Any]) -> Iterator[Evaluation]:
-    yield from self.evaluate(archs) if len(archs) else ()
+  def evaluate_each(self, archs: Sequence[Any]) -> Iterator[tuple[int, Evaluation]]:
+    yield from enumerate(self.evaluate(archs) if len(archs) else ())
 
   def before_round(self, round_: int, archs: Sequence[Any],
                    checkpoint: Callable[[], None]) -> None:
