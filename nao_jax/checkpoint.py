@@ -4,17 +4,22 @@ All orbax use in nao_jax goes through this module, because orbax's API churns.
 A checkpoint is a step number, a pytree of arrays and a JSON-serialisable
 metadata dict. Orbax writes each step to a temporary directory and renames it
 when complete, so a crash mid-save leaves the previous steps intact and the
-half-written one invisible.
+half-written one invisible. Orbax's managers in one process share their
+signalling (operation ids), so the trials that train at once in threads of one
+process (``evaluators.child``) take turns: one lock serialises every orbax call.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+_ORBAX = threading.Lock()
 
 
 class Checkpointer:
@@ -28,10 +33,11 @@ class Checkpointer:
     if "://" not in directory:
       directory = os.path.abspath(directory)
     self.directory = directory
-    self._manager = ocp.CheckpointManager(
-        directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        item_names=("state", "metadata"))
+    with _ORBAX:
+      self._manager = ocp.CheckpointManager(
+          directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+          item_names=("state", "metadata"))
 
   def latest_step(self) -> int | None:
     """The newest complete step, or None if there is none."""
@@ -43,10 +49,11 @@ class Checkpointer:
   def save(self, step: int, state: Any, metadata: dict[str, Any] | None = None) -> None:
     """Writes ``state`` (a pytree of arrays/scalars) and ``metadata`` as ``step``
     and waits until it is on disk."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        metadata=ocp.args.JsonSave(metadata or {})), force=True)
-    self._manager.wait_until_finished()
+    with _ORBAX:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          metadata=ocp.args.JsonSave(metadata or {})), force=True)
+      self._manager.wait_until_finished()
 
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Restores ``step`` (default: the latest) into the structure of ``target``.
@@ -60,9 +67,10 @@ class Checkpointer:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     target = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, np.generic) else x, target)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target),
-          metadata=ocp.args.JsonRestore()))
+      with _ORBAX:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            metadata=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable data.
       raise ValueError(
           f"checkpoint step {step} in {self.directory} cannot be restored "
@@ -72,7 +80,8 @@ class Checkpointer:
     return restored["state"], dict(restored["metadata"] or {})
 
   def close(self) -> None:
-    self._manager.close()
+    with _ORBAX:
+      self._manager.close()
 
   def __enter__(self) -> "Checkpointer":
     return self

@@ -37,16 +37,6 @@ from nao_jax import viz_cells
 from nao_jax.training import loop
 
 
-def _child_config(config: ml_collections.ConfigDict, section: str,
-                  arch_path: str) -> ml_collections.ConfigDict:
-  """The child trainer's config (``training.loop``) from ``config.<section>``."""
-  child = ml_collections.ConfigDict(config[section].to_dict())
-  child.job, child.seed, child.arch = "train", config.seed, arch_path
-  child.data = ml_collections.ConfigDict(config.data.to_dict())
-  child.data.split = config[section].split
-  return child
-
-
 def _train_child(config: ml_collections.ConfigDict, section: str, arch_path: str,
                  directory: str) -> dict[str, Any]:
   """The child trainer's results in ``directory``, training only if it has none yet
@@ -55,7 +45,7 @@ def _train_child(config: ml_collections.ConfigDict, section: str, arch_path: str
   if os.path.exists(done):
     with open(done) as f:
       return json.load(f)
-  return loop.run(_child_config(config, section, arch_path), directory)
+  return loop.run(loop.section_config(config, section, arch_path), directory)
 
 
 def last_pool(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ time; failed trials are recorded, never told, never fatal; a lost Ray worker's
 trial is resubmitted, then recorded as failed."""
 
 import os
+import subprocess
 import sys
 
 import ml_collections
@@ -13,6 +14,7 @@ from nao_jax import history
 from nao_jax import search
 from nao_jax import spaces
 from nao_jax import strategies
+from nao_jax.training import loop
 from tests import faulty_evaluator  # noqa: F401  # Registers 'faulty'.
 from tests.conftest import REPO
 
@@ -109,3 +111,45 @@ def test_ray_resubmits_a_lost_trial_then_records_it_as_failed(tmp_path, nb201_ta
   plain = {r["index"]: r["score"] for r in history.read(str(tmp_path / "plain" /
                                                               "history.jsonl"))}
   assert all(r["score"] == plain[r["index"]] for r in records if not r.get("failed"))
+
+
+def _cifar_nao_small(**executor):
+  from configs import cifar_nao as cifar_nao_config
+  config = cifar_nao_config.get_config("small")
+  config.executor.update(executor)
+  return config
+
+
+@pytest.mark.slow
+def test_child_trials_on_device_groups_equal_one_at_a_time(tmp_path):
+  # 8 fake devices in groups of 4: two children train at once.
+  runs = {}
+  for workers in (1, 2):
+    config = _cifar_nao_small(workers=workers)
+    config.evaluator.devices_per_trial = 4
+    config.strategy, config.budget = "random", 4
+    search.run(config, str(tmp_path / str(workers)))
+    runs[workers] = history.read(str(tmp_path / str(workers) / "history.jsonl"))
+  assert by_index(runs[1]) == by_index(runs[2])
+  assert all(0.0 <= r["score"] <= 1.0 and r["report"]["params"] > 0 for r in runs[2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_nao_without_weight_sharing_runs_and_its_winner_is_trainable(executor, tmp_path):
+  if executor == "ray":
+    pytest.importorskip("ray")
+  workdir = str(tmp_path)
+  command = [sys.executable, "-m", "nao_jax.main", "--config=configs/cifar_nao.py:small",
+             f"--workdir={workdir}", f"--config.executor.name={executor}",
+             f"--config.executor.workers={2 if executor == 'ray' else 1}"]
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert done.returncode == 0, done.stderr[-3000:]
+  records = history.read(os.path.join(workdir, "history.jsonl"))
+  assert sorted(r["index"] for r in records) == [0, 1, 2, 3]
+  assert len({r["hash"] for r in records}) == 4 and not any(r.get("failed") for r in records)
+  best_path = os.path.join(workdir, "best_arch.json")
+  space, arch = loop.resolve_arch(best_path)
+  best = search.best_record(records)
+  assert space.arch_hash(arch) == best["hash"]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import jax
@@ -60,8 +61,23 @@ def resolve_arch(arch: str) -> tuple[spaces.NasnetSpace, spaces.NasnetArch]:
     raise ValueError(f"{arch}: space {signature!r} is not a nasnet space; child training "
                      "trains nasnet architectures.")
   space = spaces.get("nasnet", nodes=int(settings["nodes"]), ops=settings["ops"])
+  if isinstance(record.get("arch"), dict):  # A search job's best_arch.json nests the arch.
+    record = {**record, **record["arch"]}
   fields = {k: record[k] for k in ("space", "normal", "reduction") if k in record}
   return space, space.from_json(json.dumps(fields))
+
+
+def section_config(config: ml_collections.ConfigDict, section: str,
+                   arch_path: str) -> ml_collections.ConfigDict:
+  """The trainer's config for ``arch_path`` from a job's ``config.<section>`` (its
+  ``model``, ``augment``, ``train``, ``ckpt`` and data ``split``; the job's
+  ``data`` and ``seed``): how a search job trains a child (re-ranking, the
+  winner's training, the child-training evaluator)."""
+  child = ml_collections.ConfigDict(config[section].to_dict())
+  child.job, child.seed, child.arch = "train", config.seed, arch_path
+  child.data = ml_collections.ConfigDict(config.data.to_dict())
+  child.data.split = config[section].split
+  return child
 
 
 def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -123,11 +139,17 @@ def _epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(size)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates; returns (and writes) the results record."""
+def run(config: ml_collections.ConfigDict, workdir: str,
+        devices: Sequence[Any] | None = None) -> dict[str, Any]:
+  """Trains and evaluates; returns (and writes) the results record.
+
+  ``devices``: the local devices to train on (a trial of the child-training
+  evaluator gets its own group); None: ``config.train.num_devices`` of them.
+  SIGTERM saves a checkpoint and raises ``Preempted`` when run in the main thread.
+  """
   if config.train.distributed:
     jax.distributed.initialize()
-  devices = _devices(config)
+  devices = list(devices) if devices else _devices(config)
   num_devices = len(devices) * jax.process_count()
   _check(config, num_devices)
   with configuration.section("arch"):
@@ -171,7 +193,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   writer = _writer(workdir)
   preempted = []
-  previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+  # Signal handlers can only be set from the main thread (not in a trial's thread).
+  in_main = threading.current_thread() is threading.main_thread()
+  previous_handler = (signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+                      if in_main else None)
   started = time.time() - meta["wall_time"]
   try:
     pending, last_log, last_time = [], start_step, time.time()
@@ -206,7 +231,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         f"{ckpt.directory}; run the same command again to resume.")
     test = evaluate(eval_fn, state, data.test, config.train.eval_batch_size, len(devices))
   finally:
-    signal.signal(signal.SIGTERM, previous_handler)
+    if in_main:
+      signal.signal(signal.SIGTERM, previous_handler)
     ckpt.close()
     if writer:
       writer.close()
