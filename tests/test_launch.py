@@ -12,7 +12,7 @@ def launch(script, *args):
                         capture_output=True, text=True, timeout=30)
 
 
-@pytest.mark.parametrize("script", ["tpu.sh", "gpu.sh"])
+@pytest.mark.parametrize("script", ["tpu.sh", "gpu.sh", "ray.sh"])
 def test_help(script):
   result = launch(script, "--help")
   assert result.returncode == 0 and "Usage: launch/" in result.stdout and "--dry-run" in result.stdout
@@ -45,7 +45,31 @@ def test_gpu_dry_run():
           "--workdir=/tmp/w --config.train.dtype=bfloat16") in result.stdout
 
 
+def test_ray_dry_runs_start_the_cluster_and_submit_the_search():
+  assert "+ ray start --head --port=6379 --dashboard-host=0.0.0.0" in launch(
+      "ray.sh", "head", "--dry-run").stdout
+  assert "+ ray start --address=10.0.0.2:6379" in launch(
+      "ray.sh", "worker", "--address=10.0.0.2:6379", "--dry-run").stdout
+  submit = launch("ray.sh", "submit", "--address=http://10.0.0.2:8265",
+                  "--config=configs/cifar_nao.py:small", "--workdir=/shared/w", "--workers=32",
+                  "--override=--config.budget=8", "--dry-run")
+  assert submit.returncode == 0, submit.stderr
+  assert ("+ ray job submit --address=http://10.0.0.2:8265 --working-dir=. -- python -m "
+          "nao_jax.main --config=configs/cifar_nao.py:small --workdir=/shared/w "
+          "--config.executor.name=ray --config.executor.address=auto "
+          "--config.executor.workers=32 --config.executor.gpus_per_trial=1 "
+          "--config.budget=8") in submit.stdout
+
+
 @pytest.mark.parametrize("script, args, message", [
+    ("ray.sh", ["launch"], "unknown action"),
+    ("ray.sh", ["worker", "--address=10.0.0.2"], "--address"),
+    ("ray.sh", ["submit", "--address=10.0.0.2:8265", "--config=configs/cifar_nao.py",
+                "--workdir=/w"], "--address"),
+    ("ray.sh", ["submit", "--address=http://h:8265", "--config=configs/none.py",
+                "--workdir=/w"], "no such file"),
+    ("ray.sh", ["submit", "--address=http://h:8265", "--config=configs/cifar_nao.py",
+                "--workdir=/w", "--workers=0"], "--workers"),
     ("tpu.sh", ["start", "--name=a", "--zone=z"], "unknown action"),
     ("tpu.sh", ["create", "--zone=z"], "--name"),
     ("tpu.sh", ["create", "--name=a", "--zone=z", "--accelerator=h100"], "--accelerator"),
