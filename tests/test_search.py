@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -150,24 +151,32 @@ def _run_and_kill(workdir, strategy, kill_at_lines, *flags):
   command = [sys.executable, "-m", "nao_jax.main", "--config=configs/nb201.py:small",
              f"--workdir={workdir}", f"--config.strategy={strategy}",
              "--config.evaluator.seconds_per_query=0.05", *flags]
-  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  path = os.path.join(workdir, "history.jsonl")
-  while kill_at_lines is not None and process.poll() is None:
-    if os.path.exists(path) and open(path, "rb").read().count(b"\n") >= kill_at_lines:
-      process.send_signal(signal.SIGKILL)
-      break
-    time.sleep(0.005)
-  _, stderr = process.communicate(timeout=300)
-  assert process.returncode in (0, -signal.SIGKILL), stderr.decode()[-2000:]
+  # stderr goes to a file: processes the run started may outlive a SIGKILL (Ray's
+  # agents) and would hold a pipe open.
+  with tempfile.TemporaryFile() as stderr:
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    path = os.path.join(workdir, "history.jsonl")
+    while kill_at_lines is not None and process.poll() is None:
+      if os.path.exists(path) and open(path, "rb").read().count(b"\n") >= kill_at_lines:
+        process.send_signal(signal.SIGKILL)
+        break
+      time.sleep(0.005)
+    process.wait(timeout=300)
+    stderr.seek(0)
+    assert process.returncode in (0, -signal.SIGKILL), stderr.read().decode()[-2000:]
   return process.returncode
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy, flags", [("nao", ()),
-                                             ("evolution", ("--config.executor.workers=3",))])
+@pytest.mark.parametrize("strategy, flags", [
+    ("nao", ()), ("evolution", ("--config.executor.workers=3",)),
+    ("random", ("--config.executor.name=ray", "--config.executor.workers=3",
+                "--config.executor.cpus_per_trial=0.5"))])
 def test_sigkill_mid_round_then_resume_equals_uninterrupted(strategy, flags, uninterrupted,
                                                             tmp_path):
+  if "--config.executor.name=ray" in flags:
+    pytest.importorskip("ray")
   full, best = uninterrupted(strategy)
   workdir = str(tmp_path)
   kills = 0
@@ -175,6 +184,9 @@ def test_sigkill_mid_round_then_resume_equals_uninterrupted(strategy, flags, uni
     kills += _run_and_kill(workdir, strategy, lines, *flags) == -signal.SIGKILL
   assert kills >= 1
   assert _run_and_kill(workdir, strategy, None, *flags) == 0
+  if "--config.executor.name=ray" in flags:  # Ray's agents outlive a killed driver.
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"],
+                   capture_output=True, timeout=120)
   # Trials run at once finish, and are recorded, in any order.
   assert (sorted(stable(read_history(workdir)), key=lambda r: r["index"]) ==
           stable(full))
