@@ -3,7 +3,9 @@
   python -m nao_jax.main --config=configs/<experiment>.py --workdir=DIR \
       [--config.<field>=<value> ...]
 
-Writes the resolved config to ``DIR/config.json`` and runs ``config.job``.
+Creates and locks ``DIR`` (one process per workdir), refuses a resume whose
+settings differ from ``DIR/config.json`` (``nao_jax.workdir``), then writes the
+resolved config there and runs ``config.job``.
 Compiled programs are cached in ``--compilation_cache`` (default
 ``~/.cache/nao_jax/xla``), so a resumed run does not compile them again. On a
 CPU-only host XLA's backend compiles at optimisation level 1 (``CPU_COMPILE_FLAG``)
@@ -25,6 +27,7 @@ from ml_collections import config_flags
 
 from nao_jax import configuration
 from nao_jax import jobs
+from nao_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/nb201.py; any field "
@@ -120,11 +123,15 @@ def main(argv: list[str]) -> None:
   _enable_compilation_cache(_CACHE.value)
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices())
+  workdir = _WORKDIR.value
   try:
     job = jobs.get(config)
-    configuration.write_resolved(config, _WORKDIR.value)
-    job(config, _WORKDIR.value)
-  except configuration.ConfigError as e:
+    workdir_lib.create(workdir)
+    with workdir_lib.lock(workdir):
+      workdir_lib.check_resume(config, workdir)
+      configuration.write_resolved(config, workdir)
+      job(config, workdir)
+  except (configuration.ConfigError, workdir_lib.WorkdirError) as e:
     _fail(str(e))
 
 

@@ -230,6 +230,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         raise Preempted(f"SIGTERM at step {done}: saved checkpoint {done} in "
                         f"{ckpt.directory}; run the same command again to resume.")
     test = evaluate(eval_fn, state, data.test, config.train.eval_batch_size, len(devices))
+    if writer:  # Before the writer closes: one event file per run.
+      writer.add_scalar("test/accuracy", test, length.total_steps)
   finally:
     if in_main:
       signal.signal(signal.SIGTERM, previous_handler)
@@ -244,8 +246,6 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       "aux_params": aux_params, "wall_time_s": time.time() - started,
       "devices": num_devices, "device_kind": devices[0].device_kind,
   }
-  if writer:
-    writer.add_scalar("test/accuracy", test, length.total_steps)
   if jax.process_index() == 0:
     atomic.write_json(os.path.join(workdir, "results.json"), results)
   print(f"final test accuracy {test:.4f} (best valid {results['best_valid_accuracy']}); "

@@ -1,0 +1,100 @@
+"""The workdir before a job: one clear line for a path that cannot be one, one
+process at a time, and a resume with other settings refused before anything is
+written."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from nao_jax import workdir
+from tests.conftest import REPO
+
+
+def main_command(*args):
+  return [sys.executable, "-m", "nao_jax.main", *args]
+
+
+def run_main(*args):
+  return subprocess.run(main_command(*args), cwd=REPO, capture_output=True, text=True,
+                        timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def assert_one_line(result, *parts):
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1, result.stderr[-2000:]
+  for part in parts:
+    assert part in lines[0], lines[0]
+
+
+def test_a_workdir_that_is_a_file_or_lies_under_one_is_refused(tmp_path):
+  a_file = tmp_path / "file"
+  a_file.write_text("not a directory")
+  assert_one_line(run_main("--config=configs/sample.py", f"--workdir={a_file}"),
+                  f"--workdir={a_file} is a file")
+  under = a_file / "run"
+  assert_one_line(run_main("--config=configs/sample.py", f"--workdir={under}"),
+                  f"--workdir={under}: cannot write there", "Not a directory")
+
+
+def test_a_resume_with_another_seed_is_refused_and_config_json_kept(tmp_path):
+  # A NAO-WS run killed once it recorded its config, then rerun with another seed.
+  workdir_ = str(tmp_path)
+  process = subprocess.Popen(main_command("--config=configs/quickstart.py:small",
+                                          f"--workdir={workdir_}"), cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  config_path = tmp_path / "config.json"
+  while not config_path.exists() and process.poll() is None:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait(timeout=60)
+  recorded = config_path.read_bytes()
+  result = run_main("--config=configs/quickstart.py:small", f"--workdir={workdir_}",
+                    "--config.seed=1", "--config.supernet.learning_rate=0.1")
+  assert_one_line(result, "holds a run with other settings", "seed: 0 -> 1",
+                  "supernet.learning_rate: 0.05 -> 0.1", "pass a new --workdir")
+  assert config_path.read_bytes() == recorded
+
+
+def test_settings_that_do_not_alter_results_may_change(tmp_path):
+  assert run_main("--config=configs/sample.py", f"--workdir={tmp_path}").returncode == 0
+  config = tmp_path / "config.json"
+  text = config.read_text().replace('"job": "sample"', '"job": "sample", "budget": 3')
+  config.write_text(text)
+  assert run_main("--config=configs/sample.py", f"--workdir={tmp_path}").returncode == 0
+  assert workdir._may_change("executor.workers") and not workdir._may_change("seed")
+
+
+def test_a_second_process_on_a_workdir_refuses_and_the_first_completes(tmp_path):
+  workdir_ = str(tmp_path)
+  search = ["--config=configs/nb201.py:small", "--config.strategy=random",
+            "--config.evaluator.seconds_per_query=0.1", f"--workdir={workdir_}"]
+  first = subprocess.Popen(main_command(*search), cwd=REPO, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  history = tmp_path / "history.jsonl"
+  while not history.exists() and first.poll() is None:
+    time.sleep(0.05)
+  second = run_main(*search)
+  assert_one_line(second, f"--workdir={workdir_} is in use by process {first.pid}")
+  _, stderr = first.communicate(timeout=300)
+  assert first.returncode == 0, stderr.decode()[-2000:]
+  indices = [line.split('"index": ')[1].split(",")[0] for line in history.read_text().splitlines()]
+  assert sorted(map(int, indices)) == list(range(30))
+
+
+def test_a_killed_run_leaves_no_lock_behind(tmp_path):
+  workdir_ = str(tmp_path)
+  search = ["--config=configs/nb201.py:small", "--config.strategy=random",
+            "--config.evaluator.seconds_per_query=0.1", f"--workdir={workdir_}"]
+  process = subprocess.Popen(main_command(*search), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  while not (tmp_path / "history.jsonl").exists() and process.poll() is None:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait(timeout=60)
+  result = run_main(*search)
+  assert result.returncode == 0, result.stderr[-2000:]
