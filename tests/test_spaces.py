@@ -17,6 +17,7 @@ SPACES = {
     "nb201": lambda: spaces.get("nb201"),
     "rnn_nao": lambda: spaces.get("rnn", activations="nao"),
     "rnn_nao_ws_tiny": lambda: spaces.get("rnn", nodes=4, activations="nao_ws"),
+    "macro": lambda: spaces.get("macro"),
 }
 seeds = st.integers(0, 2**32 - 1)
 
@@ -328,3 +329,55 @@ def test_known_rnn_cells_use_their_own_activation_tables():
   with pytest.raises(ValueError, match="unknown architecture 'NAONet-C'"):
     known.get("NAONet-C")
   assert "56.02" in known.source("NAO-PTB")
+
+
+# ---- any input to a parser: a ValueError with a message, never another exception --------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 40) | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children,
+                                                                      max_size=4),
+    max_leaves=20)
+
+
+def _only_value_errors(parse, value):
+  try:
+    parse(value)
+  except ValueError as e:
+    assert str(e)
+  # Anything else (TypeError, KeyError, IndexError, ...) fails the test.
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_string_parses_or_raises_value_error(space, text):
+  _only_value_errors(space.from_string, text)
+  _only_value_errors(space.from_json, text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=json_values)
+def test_any_json_value_parses_or_raises_value_error(space, value):
+  _only_value_errors(space.from_json, json.dumps(value))
+  _only_value_errors(space.from_json, json.dumps({"space": space.signature(), "x": value}))
+  if isinstance(value, dict):
+    _only_value_errors(space.from_json, json.dumps({"space": space.signature(), **value}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_mutated_valid_json_parses_or_raises_value_error(space, data):
+  rng = np.random.default_rng(data.draw(seeds))
+  record = json.loads(space.to_json(space.sample(rng, 1)[0]))
+  field = data.draw(st.sampled_from(sorted(record)))
+  record[field] = data.draw(json_values)
+  _only_value_errors(space.from_json, json.dumps(record))
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=st.lists(st.integers(-3, 30), max_size=45))
+def test_any_token_list_decodes_or_names_the_position(space, tokens):
+  try:
+    space.decode(np.asarray(tokens, np.int64))
+  except ValueError as e:
+    assert "position" in str(e) or "tokens" in str(e)
