@@ -137,7 +137,8 @@ def test_bad_config_fields_raise_config_errors(nb201_table_path):
     search.setup(small_config("bayesopt"))
   config = small_config("evolution")
   config.evolution.population = 0
-  with pytest.raises(configuration.ConfigError, match="config.evolution.population: must be an integer >= 2"):
+  with pytest.raises(configuration.ConfigError,
+                     match="config.evolution.population: must be an integer >= 2"):
     search.setup(config)
   config = small_config("random")
   config.evaluator.path = "/nonexistent/nb201_acc.npz"
