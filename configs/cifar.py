@@ -35,7 +35,7 @@ def _child(epochs, num_cells, features, batch_size, split, drop_path_keep_prob, 
                      learning_rate=0.025, momentum=0.9, weight_decay=3e-4, clip_norm=5.0,
                      label_smoothing=0.0, dtype="float32", num_devices=0, distributed=False,
                      log_every_steps=100)
-  child.ckpt = dict(max_to_keep=2)
+  child.ckpt = dict(max_to_keep=2, every_steps=1000)  # And every epoch's end.
   return child
 
 

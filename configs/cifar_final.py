@@ -65,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.ckpt = ml_collections.ConfigDict()
   config.ckpt.max_to_keep = 2
+  config.ckpt.every_steps = 1000  # And at every epoch's end; 0: epochs only.
 
   if arg == "small":
     config.model.num_cells = 1

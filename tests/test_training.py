@@ -261,6 +261,31 @@ def test_sigterm_saves_and_resume_continues_bit_exactly(tmp_path, monkeypatch, c
   assert again["final_test_accuracy"] == straight["final_test_accuracy"]
 
 
+def test_a_crash_loses_at_most_ckpt_every_steps(tmp_path, monkeypatch, capsys, straight_run):
+  from nao_jax.training import loop
+  straight, straight_dir = straight_run
+  config = small_config(tmp_path)
+  config.ckpt.every_steps = 4
+  log = loop._log
+
+  def log_then_crash(writer, pending, done, *args):
+    log(writer, pending, done, *args)
+    if done == 9:  # No checkpoint is written here: as if the process died.
+      raise RuntimeError("crash")
+
+  monkeypatch.setattr(loop, "_log", log_then_crash)
+  with pytest.raises(RuntimeError, match="crash"):
+    loop.run(config, str(tmp_path / "crashed"))
+  monkeypatch.setattr(loop, "_log", log)
+  resumed = loop.run(config, str(tmp_path / "crashed"))
+  assert "resumed from checkpoint step 8" in capsys.readouterr().out
+  assert resumed["final_test_accuracy"] == straight["final_test_accuracy"]
+  (_, state_a, _), (_, state_b, _) = (final_params(d) for d in
+                                      (straight_dir, tmp_path / "crashed"))
+  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, straight_run):
   import shutil
   from nao_jax.training import loop

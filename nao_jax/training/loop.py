@@ -84,6 +84,8 @@ def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   train = config.train
   checks = [
       ("train.epochs", train.epochs >= 1, "must be >= 1"),
+      ("ckpt.every_steps", isinstance(config.ckpt.get("every_steps", 0), int)
+       and config.ckpt.get("every_steps", 0) >= 0, "must be an integer >= 0 (0: epochs only)"),
       ("train.batch_size", train.batch_size % num_devices == 0 and train.batch_size > 0,
        f"must be a positive multiple of the {num_devices} devices in use"),
       ("train.eval_batch_size", train.eval_batch_size % num_devices == 0
@@ -180,6 +182,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   params, aux_params = models.count_params(state.params)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.ckpt.max_to_keep)
+  # Besides every epoch's end: a SIGKILL loses at most this many steps (0: epochs only).
+  every_steps = config.ckpt.get("every_steps", 0)
   host_state = jax.device_get(state)
   meta = {"best_valid_accuracy": None, "wall_time": 0.0}
   if ckpt.latest_step() is not None:
@@ -209,7 +213,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       pending.append(metrics)
       done = step + 1
       epoch_end = done % steps_per_epoch == 0
-      if done % config.train.log_every_steps == 0 or epoch_end or preempted:
+      periodic = every_steps > 0 and done % every_steps == 0
+      # A checkpoint follows a log, whose check keeps non-finite losses out of it.
+      if done % config.train.log_every_steps == 0 or epoch_end or periodic or preempted:
         _check_finite(pending, last_log, done, ckpt)
         rate = (done - last_log) * config.train.batch_size / (time.time() - last_time)
         learning_rate = step_lib.cosine_learning_rate(config.train.learning_rate, step, length)
@@ -223,7 +229,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
           print(f"epoch {epoch + 1}: valid accuracy {valid:.4f}")
           if writer:
             writer.add_scalar("valid/accuracy", valid, done)
-      if epoch_end or preempted:
+      if epoch_end or periodic or preempted:
         meta["wall_time"] = time.time() - started
         ckpt.save(done, step_lib.unreplicate(state), meta)
       if preempted:
