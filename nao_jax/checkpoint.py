@@ -19,6 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nao_jax.workdir import WorkdirError
+
 _ORBAX = threading.Lock()
 
 
@@ -58,9 +60,10 @@ class Checkpointer:
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Restores ``step`` (default: the latest) into the structure of ``target``.
 
-    Returns ``(state, metadata)``; numpy scalars come back as 0-d arrays. Raises ``FileNotFoundError`` if there is no
-    checkpoint and ``ValueError`` naming the directory if it cannot be read
-    (corrupt, or written for a different state structure).
+    Returns ``(state, metadata)``; numpy scalars come back as 0-d arrays. Raises
+    ``FileNotFoundError`` if there is no checkpoint and ``WorkdirError`` (a
+    ``ValueError``) naming the directory if it cannot be read (corrupt, or
+    written for a different state structure).
     """
     step = self.latest_step() if step is None else step
     if step is None:
@@ -72,7 +75,7 @@ class Checkpointer:
             state=ocp.args.StandardRestore(target),
             metadata=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable data.
-      raise ValueError(
+      raise WorkdirError(
           f"checkpoint step {step} in {self.directory} cannot be restored "
           f"({type(e).__name__}: {str(e)[:300]}); it is corrupt or was written by a "
           f"different config. Move it away to start afresh, or use the config "

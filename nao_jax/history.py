@@ -22,6 +22,8 @@ from typing import Any
 
 from absl import logging
 
+from nao_jax.workdir import WorkdirError
+
 REQUIRED_FIELDS = ("index", "round", "hash", "tokens", "score", "report", "cost")
 
 
@@ -50,7 +52,7 @@ def read(path: str) -> list[dict[str, Any]]:
       records.append(_parse(line, number, indices))
     except ValueError as e:  # json.JSONDecodeError is a ValueError.
       if number < len(complete) or tail:
-        raise ValueError(
+        raise WorkdirError(
             f"{path}: line {number} is corrupt ({e}) and is not the last line, so it was not "
             f"written by an interrupted append. Restore the file or start a new workdir.") from None
       tail = line + b"\n"

@@ -58,6 +58,7 @@ from nao_jax import strategies
 from nao_jax import viz
 from nao_jax import viz_cells
 from nao_jax.checkpoint import Checkpointer
+from nao_jax.workdir import WorkdirError
 
 # Fields a resumed run may change: they do not alter what the search computes.
 MAY_CHANGE = ("budget", "evaluator.path", "evaluator.seconds_per_query", "data.data_dir",
@@ -185,7 +186,7 @@ def _evaluate_round(space: Any, evaluator: evaluators.Evaluator, archs: Sequence
     if record is None:
       todo.append(i)
     elif record["hash"] != space.arch_hash(arch):
-      raise ValueError(
+      raise WorkdirError(
           f"resume: the strategy asked for {space.to_string(arch)} at evaluation "
           f"{index + i} but the history has {record.get('string')}; the workdir was "
           "written by another config or code version. Use a new workdir.")
@@ -349,7 +350,7 @@ def execute(config: ml_collections.ConfigDict, workdir: str
     replay = {r["index"]: r for r in recorded}
     missing = [i for i in range(progress.num_evaluations) if i not in replay]
     if missing:
-      raise ValueError(
+      raise WorkdirError(
           f"{history_path} lacks evaluation {missing[0]} (of the {progress.num_evaluations} "
           "the checkpoint counts): the history was truncated or replaced. Restore it or use a "
           "new workdir.")

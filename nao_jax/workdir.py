@@ -38,8 +38,9 @@ MAY_CHANGE = ("budget", "executor", "evaluator.path", "evaluator.seconds_per_que
               "child.train.log_every_steps")
 
 
-class WorkdirError(Exception):
-  """The workdir cannot be used; the message names the problem and the fix."""
+class WorkdirError(ValueError):
+  """The workdir cannot be used, or what it records (history, checkpoints) is
+  damaged or belongs to another run; the message names the problem and the fix."""
 
 
 def _local(workdir: str) -> bool:

@@ -98,3 +98,22 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path):
   process.wait(timeout=60)
   result = run_main(*search)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_damaged_record_in_the_workdir_ends_with_one_line(tmp_path):
+  # A search whose history was edited in the middle, and a training whose only
+  # checkpoint was overwritten: each resume names the file and the way out.
+  search = ["--config=configs/nb201.py:small", "--config.strategy=random",
+            f"--workdir={tmp_path / 'search'}"]
+  assert run_main(*search).returncode == 0
+  history = tmp_path / "search" / "history.jsonl"
+  lines = history.read_text().splitlines()
+  history.write_text("\n".join([lines[0], "{not json", *lines[2:]]) + "\n")
+  assert_one_line(run_main(*search), "line 2 is corrupt", "start a new workdir")
+  train = ["--config=configs/cifar_final.py:small", "--config.train.epochs=1",
+           f"--workdir={tmp_path / 'train'}"]
+  assert run_main(*train).returncode == 0
+  for path in (tmp_path / "train" / "checkpoints").rglob("*"):
+    if path.is_file() and "state" in path.parts:
+      path.write_text("junk")
+  assert_one_line(run_main(*train), "cannot be restored", "it is corrupt")
