@@ -5,13 +5,16 @@ Library use (no files written):
 
   space, evaluator, strategy, state, pool = search.setup(config)
   for result in search.rounds(strategy, state, evaluator, budget=100, pool=pool):
-    print(result.round, result.records[-1]["score"])
+    print(result.round, search.best_record(result.records))
 
 ``rounds`` is the whole loop as an iterator of ``RoundResult``. Each round asks
 the strategy for archs, lets the evaluator prepare (``before_round``: the
-supernet trains its shared weights), evaluates, hands every record to
+supernet trains its shared weights), evaluates (several trials at once where
+``config.executor`` says so: ``evaluators.executors``), hands every record to
 ``on_record`` (the driver's history writer: flushed and fsynced) the moment it
-is known, and only then tells the strategy.
+is known, in the order trials finish, and only then tells the strategy. A
+failed evaluation (an exception, a non-finite score) is recorded with
+``failed`` and its ``error``, counts towards the budget and is never told.
 
 Two kinds of search, chosen by the evaluator (``evaluators.base``):
 

@@ -69,34 +69,38 @@ def test_settings_that_do_not_alter_results_may_change(tmp_path):
   assert workdir._may_change("executor.workers") and not workdir._may_change("seed")
 
 
-def test_a_second_process_on_a_workdir_refuses_and_the_first_completes(tmp_path):
-  workdir_ = str(tmp_path)
-  search = ["--config=configs/nb201.py:small", "--config.strategy=random",
-            "--config.evaluator.seconds_per_query=0.1", f"--workdir={workdir_}"]
-  first = subprocess.Popen(main_command(*search), cwd=REPO, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  history = tmp_path / "history.jsonl"
-  while not history.exists() and first.poll() is None:
+def _slow_search(workdir_):
+  """The CLI flags of a 30-evaluation search that takes a few seconds."""
+  return ["--config=configs/nb201.py:small", "--config.strategy=random",
+          "--config.evaluator.seconds_per_query=0.1", f"--workdir={workdir_}"]
+
+
+def _start_until_recording(flags, stderr=subprocess.DEVNULL):
+  """The CLI started with ``flags``, once its history.jsonl exists (it holds the lock)."""
+  process = subprocess.Popen(main_command(*flags), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=stderr, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  history = os.path.join(flags[-1].split("=", 1)[1], "history.jsonl")
+  while not os.path.exists(history) and process.poll() is None:
     time.sleep(0.05)
-  second = run_main(*search)
-  assert_one_line(second, f"--workdir={workdir_} is in use by process {first.pid}")
+  return process
+
+
+def test_a_second_process_on_a_workdir_refuses_and_the_first_completes(tmp_path):
+  first = _start_until_recording(_slow_search(tmp_path), stderr=subprocess.PIPE)
+  second = run_main(*_slow_search(tmp_path))
+  assert_one_line(second, f"--workdir={tmp_path} is in use by process {first.pid}")
   _, stderr = first.communicate(timeout=300)
   assert first.returncode == 0, stderr.decode()[-2000:]
-  indices = [line.split('"index": ')[1].split(",")[0] for line in history.read_text().splitlines()]
+  lines = (tmp_path / "history.jsonl").read_text().splitlines()
+  indices = [line.split('"index": ')[1].split(",")[0] for line in lines]
   assert sorted(map(int, indices)) == list(range(30))
 
 
 def test_a_killed_run_leaves_no_lock_behind(tmp_path):
-  workdir_ = str(tmp_path)
-  search = ["--config=configs/nb201.py:small", "--config.strategy=random",
-            "--config.evaluator.seconds_per_query=0.1", f"--workdir={workdir_}"]
-  process = subprocess.Popen(main_command(*search), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  while not (tmp_path / "history.jsonl").exists() and process.poll() is None:
-    time.sleep(0.05)
+  process = _start_until_recording(_slow_search(tmp_path))
   process.send_signal(signal.SIGKILL)
   process.wait(timeout=60)
-  result = run_main(*search)
+  result = run_main(*_slow_search(tmp_path))
   assert result.returncode == 0, result.stderr[-2000:]
 
 
