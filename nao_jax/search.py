@@ -61,11 +61,9 @@ from nao_jax import strategies
 from nao_jax import viz
 from nao_jax import viz_cells
 from nao_jax.checkpoint import Checkpointer
+from nao_jax.workdir import MAY_CHANGE  # Fields a resume may change (every job's list).
 from nao_jax.workdir import WorkdirError
 
-# Fields a resumed run may change: they do not alter what the search computes.
-MAY_CHANGE = ("budget", "evaluator.path", "evaluator.seconds_per_query", "data.data_dir",
-              "data.download", "supernet.ckpt_every_steps", "search.rerank_top")
 # Config sections that define a search (a resume must match them, but for MAY_CHANGE).
 _DEFINING = ("seed", "strategy", "evaluator", "space", "data", "supernet", "search")
 
