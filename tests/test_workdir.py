@@ -85,7 +85,8 @@ def _start_until_recording(flags, stderr=subprocess.DEVNULL):
   return process
 
 
-def test_a_second_process_on_a_workdir_refuses_and_the_first_completes(tmp_path):
+def test_a_second_process_on_a_workdir_refuses_and_the_first_completes(tmp_path,
+                                                                       nb201_table_path):
   first = _start_until_recording(_slow_search(tmp_path), stderr=subprocess.PIPE)
   second = run_main(*_slow_search(tmp_path))
   assert_one_line(second, f"--workdir={tmp_path} is in use by process {first.pid}")
@@ -96,7 +97,7 @@ def test_a_second_process_on_a_workdir_refuses_and_the_first_completes(tmp_path)
   assert sorted(map(int, indices)) == list(range(30))
 
 
-def test_a_killed_run_leaves_no_lock_behind(tmp_path):
+def test_a_killed_run_leaves_no_lock_behind(tmp_path, nb201_table_path):
   process = _start_until_recording(_slow_search(tmp_path))
   process.send_signal(signal.SIGKILL)
   process.wait(timeout=60)
@@ -104,7 +105,7 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_a_damaged_record_in_the_workdir_ends_with_one_line(tmp_path):
+def test_a_damaged_record_in_the_workdir_ends_with_one_line(tmp_path, nb201_table_path):
   # A search whose history was edited in the middle, and a training whose only
   # checkpoint was overwritten: each resume names the file and the way out.
   search = ["--config=configs/nb201.py:small", "--config.strategy=random",
