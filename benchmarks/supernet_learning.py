@@ -35,7 +35,8 @@ def main(overrides: list[str]) -> None:
     field, _, text = override.partition("=")
     section, _, name = field.rpartition(".")
     target = config[section] if section else config
-    target[name] = type(target[name])(text)
+    kind = type(target[name])
+    target[name] = text.lower() in ("1", "true") if kind is bool else kind(text)
   evaluator = evaluators.build_plain(config)
   pool = strategies.sample_unseen(evaluator.space, strategies.numpy_rng(config.seed, 0),
                                   config.search.pool_size, set())

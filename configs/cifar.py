@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.nao.update(top_k=100, candidates_per_round=0, neighbours_of_top=5,
                     max_step_size=config.nao.controller.generate.max_step_size)
   config.nao.controller = controller.default_config("nasnet")  # The reference's epochs.
-  for name in ("random", "evolution", "reinforce"):
+  for name in ("random", "evolution", "reinforce", "local", "bananas", "gcn"):
     config[name] = strategies.default_config(name)
   # Re-ranking (reference §6.1): 3 cells per stage (N=1), C=20, 10 epochs, batch 64.
   config.rerank = _child(10, 1, 20, 64, "search", 0.8, 0)

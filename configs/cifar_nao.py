@@ -64,9 +64,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The reference's rounds: the first unseen archs decoded from the top 100.
   config.nao.update(initial_pool=400, new_per_round=300, top_k=100, candidates_per_round=0,
                     neighbours_of_top=5)
-  for name in ("random", "evolution", "reinforce"):
+  for name in ("random", "evolution", "reinforce", "local", "bananas", "gcn"):
     config[name] = strategies.default_config(name)
-    config[name].round_size = 100
+    if "round_size" in config[name]:  # Local search's round is a neighbourhood.
+      config[name].round_size = 100
 
   if arg == "small":
     config.budget = 4
@@ -80,7 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                               log_every_steps=20)
     config.nao.update(initial_pool=3, new_per_round=1, top_k=3, neighbours_of_top=3)
     config.nao.controller.train.epochs = 5
-    for name in ("random", "evolution", "reinforce"):
+    for name in ("random", "evolution", "reinforce", "bananas", "gcn"):
       config[name].round_size = 2
+    config.local.initial = config.bananas.initial = config.gcn.initial = 2
     config.evolution.update(population=3, tournament=2)
   return config

@@ -16,7 +16,7 @@ import ml_collections
 from nao_jax import strategies
 from nao_jax.evaluators import executors
 
-STRATEGY_NAMES = ("nao", "random", "evolution", "reinforce")
+STRATEGY_NAMES = ("nao", "random", "evolution", "reinforce", "local", "bananas", "gcn")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -10,8 +10,9 @@ resume checked against the settings recorded there.
    ends however it ends, so a killed run never blocks its resume; the holder's
    pid is in ``workdir/.lock.pid`` for the error a second process gets.
 3. ``check_resume(config, workdir)``: if ``config.json`` is there, every
-   setting must equal the recorded one but those in ``MAY_CHANGE`` (they do not
-   alter results); otherwise ``ConfigError`` lists the differences.
+   setting must equal the recorded one but those in ``MAY_CHANGE`` and the
+   sections of strategies the run does not use (they do not alter results);
+   otherwise ``ConfigError`` lists the differences.
 
 Only then is ``config.json`` (re)written. Paths with a scheme (``gs://``) are
 not locked: a file lock needs a local filesystem.
@@ -28,6 +29,7 @@ import filelock
 import ml_collections
 
 from nao_jax import configuration
+from nao_jax import strategies
 
 # Settings a resume may change: where data and files are, how much is logged,
 # how many trials run at once, how far a search goes.
@@ -101,7 +103,12 @@ def _flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def _may_change(field: str) -> bool:
+def _may_change(field: str, strategy: Any) -> bool:
+  """Whether ``field`` may differ on a resume: it is in ``MAY_CHANGE``, or it is a
+  setting of a strategy other than the run's (``config.<name>``, unused)."""
+  first = field.split(".")[0]
+  if first != strategy and first in strategies.names():
+    return True
   return any(field == safe or field.startswith(safe + ".") for safe in MAY_CHANGE)
 
 
@@ -121,7 +128,8 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str) -> None:
   differences = [f"{field}: {recorded.get(field, '(absent)')!r} -> "
                  f"{current.get(field, '(absent)')!r}"
                  for field in sorted(set(recorded) | set(current))
-                 if not _may_change(field) and recorded.get(field) != current.get(field)]
+                 if not _may_change(field, current.get("strategy"))
+                 and recorded.get(field) != current.get(field)]
   if differences:
     shown = "; ".join(differences[:8]) + ("; ..." if len(differences) > 8 else "")
     raise configuration.ConfigError(

@@ -54,7 +54,8 @@ def uninterrupted(tmp_path_factory, nb201_table_path):
   return get
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce", "nao"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce", "nao", "local",
+                                      "bananas", "gcn"])
 def test_run_writes_history_best_and_plot(strategy, uninterrupted, tmp_path):
   records, best = uninterrupted(strategy)
   assert [r["index"] for r in records] == list(range(30))
@@ -69,7 +70,7 @@ def test_results_equal_those_recorded_before_the_driver_was_rewritten(strategy, 
   assert figures(*uninterrupted(strategy)) == RECORDED[f"nb201:small:{strategy}"]
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "reinforce"])
+@pytest.mark.parametrize("strategy", ["evolution", "reinforce", "local", "bananas", "gcn"])
 def test_resume_with_a_larger_budget_equals_one_run(strategy, uninterrupted, tmp_path):
   # 10 is a whole number of rounds: a smaller last round would change the run.
   workdir = str(tmp_path)
@@ -171,7 +172,7 @@ def _run_and_kill(workdir, strategy, kill_at_lines, *flags):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy, flags", [
-    ("nao", ()), ("evolution", ("--config.executor.workers=3",)),
+    ("nao", ()), ("evolution", ("--config.executor.workers=3",)), ("local", ()),
     ("random", ("--config.executor.name=ray", "--config.executor.workers=3",
                 "--config.executor.cpus_per_trial=0.5"))])
 def test_sigkill_mid_round_then_resume_equals_uninterrupted(strategy, flags, uninterrupted,

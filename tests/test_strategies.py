@@ -13,18 +13,26 @@ from nao_jax.checkpoint import Checkpointer
 from nao_jax.strategies import evolution
 from nao_jax.strategies import reinforce
 
-STRATEGIES = ("random", "evolution", "reinforce", "nao")
+STRATEGIES = ("random", "evolution", "reinforce", "nao", "local", "bananas", "gcn")
 
 
 def small_config(name, round_size=7):
+  """``name``'s defaults made cheap; every round asks ``round_size`` archs (but
+  local search's, the size of a neighbourhood)."""
   config = strategies.default_config(name)
   if name == "nao":
     config.initial_pool = config.new_per_round = round_size
     config.candidates_per_round = 10
     config.max_step_size = 5
     config.controller.train.epochs = 5
+  elif name == "local":
+    config.initial = round_size
   else:
     config.round_size = round_size
+  if name in ("bananas", "gcn"):
+    config.initial = round_size
+    config.epochs = 5
+    config.candidates = 50
   return config
 
 
@@ -53,7 +61,8 @@ def test_asks_are_valid_and_never_repeated(name, space_name):
   strategy = strategies.get(name)
   num_rounds = 5 if name == "nao" else 20  # NAO: few rounds, its controller is slower.
   asked, state = run_rounds(strategy, strategy.init(3, space, config), space, num_rounds)
-  assert len(asked) == 7 * num_rounds
+  if name != "local":
+    assert len(asked) == 7 * num_rounds
   for arch in asked:
     assert space.decode(space.encode(arch)) == space.check(arch)
   hashes = [space.arch_hash(a) for a in asked]

@@ -88,6 +88,40 @@ class SearchSpace(abc.ABC, Generic[Arch]):
     """One representative of the arch's equivalence class (default: itself)."""
     return self.check(arch)
 
+  # ---- encodings for predictors (gcn, bananas) ------------------------------
+
+  def op_graph(self, arch: Arch) -> tuple[np.ndarray, np.ndarray]:
+    """The arch as a labelled DAG for a graph network.
+
+    Returns ``(adjacency, labels)``: float32 ``[V, V]`` with ``adjacency[i, j] = 1``
+    for an edge i -> j, and float32 ``[V, F]`` one-hot node labels; V and F are
+    the same for every arch of the space. The default is the chain input ->
+    field 0 -> ... -> field L-1 -> output, each field labelled by its (position,
+    value); spaces whose archs are cells override it with their op graph.
+    """
+    values = self.to_values(self.check(arch))
+    size = self.length + 2
+    adjacency = np.eye(size, k=1, dtype=np.float32)
+    labels = np.zeros((size, 2 + int(self.sizes.sum())), np.float32)
+    labels[0, 0] = labels[-1, 1] = 1.0
+    starts = 2 + np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+    labels[np.arange(1, size - 1), starts + values] = 1.0
+    return adjacency, labels
+
+  def one_hot(self, arch: Arch) -> np.ndarray:
+    """float32 ``[sum(sizes)]``: every field's value one-hot, concatenated."""
+    values = self.to_values(self.check(arch))
+    encoding = np.zeros(int(self.sizes.sum()), np.float32)
+    encoding[np.concatenate([[0], np.cumsum(self.sizes)[:-1]]) + values] = 1.0
+    return encoding
+
+  def path_encoding(self, arch: Arch) -> np.ndarray | None:
+    """BANANAS' path encoding (White et al. 2021): float32 ``[P]``, one entry per
+    possible input-to-output sequence of ops, 1 where the arch has that path; None
+    for spaces that do not define one (a chain's only path is the whole arch)."""
+    del arch
+    return None
+
   # ---- generic machinery --------------------------------------------------
 
   @property

@@ -59,6 +59,47 @@ class Nb201Space(base.SearchSpace[Nb201Arch]):
       base.check_int(op, 0, len(OPS) - 1, f"nb201 {self.describe_position(position)}", "op id")
     return arch
 
+  def op_graph(self, arch: Nb201Arch) -> tuple[np.ndarray, np.ndarray]:
+    """Ops as vertices (Wen et al. 2019's form of an edge-labelled cell): vertex 0
+    is the cell input, 1..6 the edges in ``EDGES`` order, 7 the output; edge
+    vertex (i -> j) feeds every edge vertex leaving node j, and the output if j = 3.
+    Labels: input, output, then the 5 ops (``none`` included)."""
+    arch = self.check(arch)
+    size = len(EDGES) + 2
+    adjacency = np.zeros((size, size), np.float32)
+    for vertex, (source, target) in enumerate(EDGES, start=1):
+      if source == 0:
+        adjacency[0, vertex] = 1.0
+      for later, (next_source, _) in enumerate(EDGES, start=1):
+        if next_source == target:
+          adjacency[vertex, later] = 1.0
+      if target == 3:
+        adjacency[vertex, size - 1] = 1.0
+    labels = np.zeros((size, 2 + len(OPS)), np.float32)
+    labels[0, 0] = labels[-1, 1] = 1.0
+    labels[np.arange(1, size - 1), 2 + np.asarray(arch.ops)] = 1.0
+    return adjacency, labels
+
+  def path_encoding(self, arch: Nb201Arch) -> np.ndarray:
+    """float32 ``[4 + 4**2 + 4**3]``: the cell's 4 node-0-to-node-3 routes, each
+    as its sequence of ops; a route through ``none`` carries nothing and is left
+    out, so the alphabet is the other 4 ops (index: the sequence in base 4,
+    after the 4**1 + ... entries of shorter sequences)."""
+    arch = self.check(arch)
+    alphabet = len(OPS) - 1
+    encoding = np.zeros(sum(alphabet ** n for n in (1, 2, 3)), np.float32)
+    edge_op = {edge: arch.ops[i] for i, edge in enumerate(EDGES)}
+    for route in ((0, 3), (0, 1, 3), (0, 2, 3), (0, 1, 2, 3)):
+      ops = [edge_op[(a, b)] for a, b in zip(route, route[1:])]
+      if 0 in ops:  # OPS[0] is "none".
+        continue
+      shorter = sum(alphabet ** n for n in range(1, len(ops)))
+      digits = 0
+      for op in ops:
+        digits = digits * alphabet + (op - 1)
+      encoding[shorter + digits] = 1.0
+    return encoding
+
   def to_string(self, arch: Nb201Arch) -> str:
     """The official NAS-Bench-201 string."""
     arch = self.check(arch)

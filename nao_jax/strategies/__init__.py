@@ -26,6 +26,9 @@ _STRATEGIES: dict[str, str | tuple[Strategy, DefaultConfig]] = {
     "evolution": "nao_jax.strategies.evolution",
     "reinforce": "nao_jax.strategies.reinforce",
     "nao": "nao_jax.strategies.nao",
+    "local": "nao_jax.strategies.local",
+    "bananas": "nao_jax.strategies.bananas",
+    "gcn": "nao_jax.strategies.gcn",
 }
 
 
