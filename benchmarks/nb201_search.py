@@ -1,15 +1,21 @@
-"""Search quality per evaluation on NAS-Bench-201 (CIFAR-10): NAO vs the baselines.
+"""Search quality per evaluation on the tabular benchmarks: NAO against every baseline.
 
-  python benchmarks/nb201_search.py            # 100 seeds x 4 strategies, budgets 50-200
-  python benchmarks/nb201_search.py --quick    # 20 seeds (under 15 minutes on 2 CPU cores)
+  python benchmarks/nb201_search.py                        # NAS-Bench-201 CIFAR-10
+  python benchmarks/nb201_search.py --benchmark=nb201-c100 # or nb201-in16, macro
+  python benchmarks/nb201_search.py --quick                # tuning seeds 0-19
+
+Seeds: reports use seeds 1000-1099, on which no setting of any strategy was
+tuned; ``--quick`` runs the tuning seeds 0-19 (the only ones settings may be
+chosen on). The output names the seeds it used. ``benchmarks/macro_search.py``
+is this script with ``--benchmark=macro``.
 
 Every run is the library's search loop (``nao_jax.search.rounds``, no files)
-with ``configs/nb201.py`` and ``config.seed = seed``: search on
-``c10v_valid_200``, report ``c10_test_200``. One run per (strategy, seed) with
-the largest budget; the result at a smaller budget is the best arch among its
-first evaluations (no strategy's schedule depends on the budget). Writes
-``benchmarks/results/nb201.md`` (or ``nb201_quick.md``) and a PNG of the curves
-with 95% confidence bands. Runs are spread over ``--processes`` processes.
+with the benchmark's config (``configs/nb201.py`` with the dataset's columns,
+or ``configs/macro.py``) and ``config.seed = seed``. One run per (strategy,
+seed) with the largest budget; the result at a smaller budget is the best arch
+among its first evaluations (no strategy's schedule depends on the budget).
+Writes ``benchmarks/results/search_<benchmark>[_tuning].md`` and a PNG of the
+curves with 95% confidence bands. Runs are spread over ``--processes`` processes.
 """
 
 from __future__ import annotations
@@ -23,12 +29,27 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-# The table is looked up in $NAO_JAX_DATA (nao_jax.data_dirs); default: the shared data.
+# The tables are looked up in $NAO_JAX_DATA (nao_jax.data_dirs); default: the shared data.
 os.environ.setdefault("NAO_JAX_DATA", str(REPO.parent / "shared" / "data"))
 
 import numpy as np  # noqa: E402
 
-STRATEGY_CHOICES = ("nao", "random", "evolution", "reinforce", "nao_reference")
+# name -> (config module, evaluator overrides, title).
+BENCHMARKS = {
+    "nb201-c10": ("nb201", dict(search_metric="c10v_valid_200", report_metric="c10_test_200"),
+                  "NAS-Bench-201 CIFAR-10"),
+    "nb201-c100": ("nb201", dict(search_metric="c100_valid_12", report_metric="c100_test_12"),
+                   "NAS-Bench-201 CIFAR-100 (12 epochs)"),
+    "nb201-in16": ("nb201", dict(search_metric="in16_valid_12", report_metric="in16_test_12"),
+                   "NAS-Bench-201 ImageNet16-120 (12 epochs)"),
+    "macro": ("macro", {}, "NAS-Bench-Macro CIFAR-10"),
+}
+REPORTING_SEEDS = range(1000, 1100)
+TUNING_SEEDS = range(0, 20)
+
+
+STRATEGY_CHOICES = ("nao", "random", "evolution", "reinforce", "local", "bananas", "gcn",
+                    "nao_reference")
 
 
 def _worker_init() -> None:
@@ -38,15 +59,27 @@ def _worker_init() -> None:
                              " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 
-def run_one(job: tuple[str, int, int]) -> tuple[str, int, np.ndarray, np.ndarray, float]:
-  """One search: ``(strategy, seed, budget)`` -> (strategy, seed, scores [B], reports [B], seconds)."""
-  from configs import nb201 as nb201_config
+def benchmark_config(benchmark: str, strategy: str):
+  """The search config of ``benchmark`` for ``strategy`` (``nao_reference``: NAO
+  with the reference's candidate selection, NAS-Bench-201 only)."""
+  import importlib
+  module, overrides, _ = BENCHMARKS[benchmark]
+  config_module = importlib.import_module(f"configs.{module}")
+  config = config_module.get_config("reference" if strategy == "nao_reference" else None)
+  config.strategy = "nao" if strategy == "nao_reference" else strategy
+  config.evaluator.update(overrides)
+  return config
+
+
+def run_one(job: tuple[str, str, int, int]
+            ) -> tuple[str, int, np.ndarray, np.ndarray, float]:
+  """One search: ``(benchmark, strategy, seed, budget)`` -> (strategy, seed,
+  scores [B], reports [B], seconds)."""
   from nao_jax import search
 
-  strategy, seed, budget = job
+  benchmark, strategy, seed, budget = job
   started = time.time()
-  config = nb201_config.get_config("reference" if strategy == "nao_reference" else None)
-  config.strategy = "nao" if strategy == "nao_reference" else strategy
+  config = benchmark_config(benchmark, strategy)
   config.seed, config.budget = seed, budget
   _, evaluator, strategy_fns, state, _ = search.setup(config)
   records = []
@@ -77,32 +110,49 @@ def summarise(scores: np.ndarray, reports: np.ndarray, optimum_score: float,
   return {"columns": columns, "curve": curve, "median_to_optimum": float(np.median(reached))}
 
 
-def main() -> None:
+def _seed_range(text: str) -> range:
+  first, _, end = text.partition(":")
+  return range(int(first), int(end))
+
+
+def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--seeds", type=int, default=100)
-  parser.add_argument("--quick", action="store_true", help="20 seeds (overrides --seeds).")
+  parser.add_argument("--benchmark", default=benchmark or "nb201-c10", choices=sorted(BENCHMARKS))
+  parser.add_argument("--seeds", default=f"{REPORTING_SEEDS.start}:{REPORTING_SEEDS.stop}",
+                      help="FIRST:END (END excluded); default: the reporting seeds 1000:1100.")
+  parser.add_argument("--quick", action="store_true",
+                      help="the tuning seeds 0:20 (overrides --seeds).")
   parser.add_argument("--budgets", default="50,100,150,200")
-  parser.add_argument("--strategies", default="nao,random,evolution,reinforce",
+  parser.add_argument("--strategies", default="nao,gcn,bananas,local,evolution,reinforce,random",
                       help=f"comma-separated, from {STRATEGY_CHOICES}")
   parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-  parser.add_argument("--out", default=None, help="markdown path (default: results/nb201[_quick].md)")
-  args = parser.parse_args()
-  seeds = 20 if args.quick else args.seeds
+  parser.add_argument("--out", default=None,
+                      help="markdown path (default: results/search_<benchmark>[_tuning].md)")
+  args = parser.parse_args(argv)
+  seeds = TUNING_SEEDS if args.quick else _seed_range(args.seeds)
   budgets = sorted(int(b) for b in args.budgets.split(","))
   names = args.strategies.split(",")
   for name in names:
     if name not in STRATEGY_CHOICES:
       parser.error(f"--strategies: unknown {name!r}; choose from {STRATEGY_CHOICES}.")
+  tuning = seeds.start < TUNING_SEEDS.stop
+  if tuning and seeds.stop > TUNING_SEEDS.stop:
+    parser.error("--seeds: do not mix tuning seeds (0-19) with others.")
+  seed_words = (f"seeds {seeds.start}-{seeds.stop - 1}" +
+                (" (tuning seeds)" if tuning else " (reporting seeds: no setting was tuned on them)"))
+  print(f"{args.benchmark}: {', '.join(names)} on {seed_words}", flush=True)
+  suffix = "_tuning" if tuning else ""
   out = pathlib.Path(args.out or REPO / "benchmarks" / "results" /
-                     ("nb201_quick.md" if args.quick else "nb201.md"))
+                     f"search_{args.benchmark.replace('-', '_')}{suffix}.md")
 
   from nao_jax import evaluators
-  table = evaluators.get("nb201")
+  table = evaluators.build_plain(benchmark_config(args.benchmark, "random"))
   optimum_arch, optimum = table.optimum()
 
-  # Longest jobs (NAO) first, so the processes finish together.
-  jobs = [(name, seed, budgets[-1]) for name in sorted(names, key=lambda n: "nao" not in n)
-          for seed in range(seeds)]
+  # Longest jobs (NAO, then the GCN) first, so the processes finish together.
+  order = {"nao": 0, "nao_reference": 0, "gcn": 1, "bananas": 2}
+  jobs = [(args.benchmark, name, seed, budgets[-1])
+          for name in sorted(names, key=lambda n: order.get(n, 3)) for seed in seeds]
   started, load_before = time.time(), os.getloadavg()
   results: dict[str, dict[int, tuple]] = {name: {} for name in names}
   context = multiprocessing.get_context("spawn")
@@ -117,13 +167,13 @@ def main() -> None:
 
   summaries, curves = {}, {}
   for name in names:
-    scores = np.stack([results[name][s][0] for s in range(seeds)])
-    reports = np.stack([results[name][s][1] for s in range(seeds)])
+    scores = np.stack([results[name][s][0] for s in seeds])
+    reports = np.stack([results[name][s][1] for s in seeds])
     summaries[name] = summarise(scores, reports, optimum.score, budgets)
     curve = summaries[name]["curve"]
     x = np.arange(1, curve.shape[1] + 1)
-    curves[name] = (x, curve.mean(0), 1.96 * curve.std(0) / np.sqrt(seeds))
-    summaries[name]["seconds"] = float(np.mean([results[name][s][2] for s in range(seeds)]))
+    curves[name] = (x, curve.mean(0), 1.96 * curve.std(0) / np.sqrt(len(seeds)))
+    summaries[name]["seconds"] = float(np.mean([results[name][s][2] for s in seeds]))
 
   metric = table.report_metric
   header = "| strategy | " + " | ".join(f"{b} evals" for b in budgets) + \
@@ -142,19 +192,20 @@ def main() -> None:
 
   from nao_jax import viz
   png = out.with_suffix(".png")
+  title = BENCHMARKS[args.benchmark][2]
   viz.plot_curves(curves, str(png), f"{metric} of the best-by-{table.search_metric} arch",
-                  title=f"NAS-Bench-201 CIFAR-10, {seeds} seeds (95% CI)",
+                  title=f"{title}, {seed_words.split(' (')[0]} (95% CI)",
                   optimum=optimum.report[metric])
-  command = "python benchmarks/nb201_search.py" + (" --quick" if args.quick else
-                                                    f" --seeds={seeds}")
+  command = (f"python benchmarks/nb201_search.py --benchmark={args.benchmark}" +
+             (" --quick" if args.quick else f" --seeds={seeds.start}:{seeds.stop}"))
   if args.strategies != parser.get_default("strategies"):
     command += f" --strategies={args.strategies}"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(f"""# NAS-Bench-201 search benchmark ({seeds} seeds)
+  out.write_text(f"""# {title}: search benchmark on {seed_words}
 
 Command: `{command}` ({args.processes} processes).
 Search on `{table.search_metric}`, report `{metric}` of the arch with the best search metric
-among the first N evaluations; mean ± std over {seeds} seeds. "Found optimum": fraction of runs
+among the first N evaluations; mean ± std over {len(seeds)} runs. "Found optimum": fraction of runs
 that evaluated the best-by-`{table.search_metric}` arch
 (`{table.space.to_string(optimum_arch)}`, {metric} {optimum.report[metric]:.2f}) within the budget.
 Median evaluations to the optimum counts runs that never found it as infinite.

@@ -37,26 +37,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.space.nodes = 3
   config.data.update(name="digits", image_size=8, valid_size=300)
   s = config.supernet
-  s.update(num_cells=1, features=16, epochs=12, eval_images=300, ckpt_every_steps=100,
-           learning_rate=0.05, pad=1)
-  config.search.update(pool_size=20, eval_every=4, new_per_round=8, rerank_top=2)
+  # Digits are not mirror-symmetric: no flips. 30 epochs at lr 0.1 without drop
+  # path: with 12 at 0.05 (and flips) the shared weights, each read by a few of
+  # the 20 archs, stayed near 0.25 train accuracy (benchmarks/results/supernet_learning.md).
+  s.update(num_cells=1, features=16, epochs=30, eval_images=300, ckpt_every_steps=100,
+           learning_rate=0.1, drop_path_keep_prob=1.0, pad=1, flip=False)
+  config.search.update(pool_size=20, eval_every=10, new_per_round=8, rerank_top=2)
   config.nao.top_k = 10
   config.nao.controller.train.epochs = 30
   for child, epochs in ((config.rerank, 3), (config.final, 10)):
     child.model.update(num_cells=1, features=16, auxiliary=False)
-    child.augment.update(pad=1, cutout=0)
+    child.augment.update(pad=1, cutout=0, flip=False)
     child.train.update(epochs=epochs, batch_size=64, learning_rate=0.05, eval_batch_size=64,
                        log_every_steps=20)
   config.final.split = "search"  # Digits: keep the valid split; test set reported.
   if arg == "small":
     config.space.nodes = 2
-    s.update(num_cells=0, features=4, epochs=2, ckpt_every_steps=5, eval_images=64)
+    # The settings the test suite's recorded results were made with (flips
+    # included): this variant checks the machinery, not how well it learns.
+    s.update(num_cells=0, features=4, epochs=2, ckpt_every_steps=5, eval_images=64,
+             learning_rate=0.05, drop_path_keep_prob=0.9, flip=True)
     config.data.valid_size = 200
     config.search.update(pool_size=8, eval_every=1, new_per_round=3, rerank_top=1)
     config.nao.top_k = 4
     config.evolution.update(population=8, tournament=3)
     config.nao.controller.train.epochs = 5
     for child in (config.rerank, config.final):
+      child.augment.flip = True
       child.model.update(num_cells=1, features=4)
       child.train.update(epochs=1)
   return config
