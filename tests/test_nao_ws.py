@@ -5,6 +5,7 @@ driver was shared, and a run killed twice then resumed."""
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,8 +180,9 @@ def test_every_strategy_searches_over_the_supernet(strategy, tmp_path):
 
 
 def _run_until(workdir, pattern):
-  """Runs the quickstart CLI; SIGKILLs it when its output shows ``pattern`` (None: never).
-  Returns the exit code. The runs share the session's compilation cache (conftest)."""
+  """Runs the quickstart CLI; SIGKILLs it when its output matches the regex
+  ``pattern`` (None: never). Returns the exit code. The runs share the session's
+  compilation cache (conftest)."""
   command = [sys.executable, "-u", "-m", "nao_jax.main", "--config=configs/quickstart.py:small",
              f"--workdir={workdir}"]
   log = os.path.join(workdir, "out.log")
@@ -189,7 +191,7 @@ def _run_until(workdir, pattern):
     process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                env={**os.environ, "JAX_PLATFORMS": "cpu"})
     while pattern is not None and process.poll() is None:
-      if pattern.encode() in open(log, "rb").read():
+      if re.search(pattern.encode(), open(log, "rb").read()):
         process.send_signal(signal.SIGKILL)
         break
       time.sleep(0.01)
@@ -199,13 +201,14 @@ def _run_until(workdir, pattern):
 
 
 @pytest.mark.slow
-def test_quickstart_killed_mid_epoch_and_mid_rerank_resumes_to_the_same_result(
-    uninterrupted, tmp_path):
+def test_quickstart_killed_in_every_phase_resumes_to_the_same_result(uninterrupted, tmp_path):
   full_workdir, summary = uninterrupted
   workdir = str(tmp_path / "run")
-  # Mid supernet epoch 0 (checkpointed at step 5), then in the re-ranking training.
-  assert _run_until(workdir, "supernet step 10/") == -signal.SIGKILL
-  _run_until(workdir, "re-ranking 1/")
+  # Mid supernet epoch 0 (checkpointed at step 5); at the end of epoch 1, as the
+  # pool is scored; in the re-ranking training; in the winner's final training.
+  for phase in ("supernet step 10/", "supernet step 20/", "re-ranking 1/",
+                r"winner:.*\n.*step \d+/"):
+    assert _run_until(workdir, phase) == -signal.SIGKILL, phase
   assert _run_until(workdir, None) == 0
   assert "resumed at supernet step" in open(os.path.join(workdir, "out.log")).read()
   assert (stable(history.read(os.path.join(workdir, "history.jsonl")))

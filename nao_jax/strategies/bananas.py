@@ -15,8 +15,9 @@ After ``initial`` uniform random archs, every round:
 Encoding: the path encoding where the space defines one (``space.path_encoding``,
 NAS-Bench-201), else the one-hot of every field (``space.one_hot``; the paper's
 "adjacency" encoding, which it found as good on chain-like spaces such as
-NAS-Bench-Macro's). The paper's defaults are kept (10 initial archs, 10 per
-round, 5 members of 10 layers x 20, 100 candidates by mutation, ITS). Deviations:
+NAS-Bench-Macro's). Settings: the paper's 10 initial archs, 10 per round, 5
+members of 10 layers x 20, 100 candidates by mutation and ITS; the parents
+(top 2) and 1-3 edits per candidate are our untuned choices. Deviations:
 the targets are the scores standardised (mean 0, std 1) instead of validation
 errors in percent, so one learning rate serves every benchmark's scale; Adam
 steps sample minibatches with replacement.
