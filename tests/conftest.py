@@ -46,5 +46,14 @@ def nb201_table_path() -> pathlib.Path:
   return path
 
 
+@pytest.fixture(scope="session")
+def macro_table_path() -> pathlib.Path:
+  """The NAS-Bench-Macro JSON beside the repo (../shared/data)."""
+  path = SHARED_DATA / "nasbench_macro" / "nas-bench-macro_cifar10.json"
+  if not path.exists():
+    pytest.skip(f"NAS-Bench-Macro table not found at {path}")
+  return path
+
+
 def pytest_sessionfinish(session, exitstatus):
   shutil.rmtree(_SESSION_CACHE, ignore_errors=True)

@@ -39,9 +39,23 @@ class Preempted(Exception):
   """Training stopped on SIGTERM after saving a checkpoint; rerun to resume."""
 
 
-def resolve_arch(arch: str) -> tuple[spaces.NasnetSpace, spaces.NasnetArch]:
+def _space_of(signature: Any, where: str) -> spaces.SearchSpace:
+  """The space a ``space`` field names: ``nasnet(nodes=N,ops=SET)``, ``nb201`` or ``macro``."""
+  if signature in ("nb201", "macro"):
+    return spaces.get(signature)
+  text = str(signature)
+  settings = dict(item.split("=", 1) for item in
+                  text.removeprefix("nasnet(").removesuffix(")").split(",") if "=" in item)
+  if not text.startswith("nasnet(") or set(settings) != {"nodes", "ops"}:
+    raise ValueError(f"{where}: space {signature!r} has no child network; child training "
+                     "trains nasnet(...), nb201 and macro architectures.")
+  return spaces.get("nasnet", nodes=int(settings["nodes"]), ops=settings["ops"])
+
+
+def resolve_arch(arch: str) -> tuple[spaces.SearchSpace, Any]:
   """``(space, arch)`` of a published name (``known.NAMES``) or of a JSON file
-  written by ``space.to_json`` (e.g. a search's ``best_arch.json``)."""
+  written by ``space.to_json`` or a search (``best_arch.json``, which may nest
+  the arch under ``"arch"``); nasnet, nb201 and macro archs."""
   if arch in known.NAMES:
     return known.get(arch)
   if not os.path.exists(arch):
@@ -55,16 +69,12 @@ def resolve_arch(arch: str) -> tuple[spaces.NasnetSpace, spaces.NasnetArch]:
   except (json.JSONDecodeError, KeyError, TypeError):
     raise ValueError(f"{arch}: expected a JSON object with a 'space' field "
                      "(as written by space.to_json).") from None
-  settings = dict(item.split("=") for item in
-                  signature.removeprefix("nasnet(").removesuffix(")").split(",") if "=" in item)
-  if not signature.startswith("nasnet(") or set(settings) != {"nodes", "ops"}:
-    raise ValueError(f"{arch}: space {signature!r} is not a nasnet space; child training "
-                     "trains nasnet architectures.")
-  space = spaces.get("nasnet", nodes=int(settings["nodes"]), ops=settings["ops"])
+  space = _space_of(signature, arch)
   if isinstance(record.get("arch"), dict):  # A search job's best_arch.json nests the arch.
     record = {**record, **record["arch"]}
-  fields = {k: record[k] for k in ("space", "normal", "reduction") if k in record}
-  return space, space.from_json(json.dumps(fields))
+  # The fields of the space's own JSON form (a summary adds scores, hashes...).
+  fields = json.loads(space.to_json(space.sample(np.random.default_rng(0), 1)[0]))
+  return space, space.from_json(json.dumps({k: record[k] for k in fields if k in record}))
 
 
 def section_config(config: ml_collections.ConfigDict, section: str,
