@@ -58,6 +58,7 @@ from nao_jax import configuration
 from nao_jax import evaluators
 from nao_jax import history
 from nao_jax import strategies
+from nao_jax import tensorboard
 from nao_jax import viz
 from nao_jax import viz_cells
 from nao_jax.checkpoint import Checkpointer
@@ -361,13 +362,16 @@ def execute(config: ml_collections.ConfigDict, workdir: str
             f"{history_path})", flush=True)
     records = [replay[i] for i in range(progress.num_evaluations)]
     started = time.time()
-    with history.Writer(history_path) as writer:
+    with (history.Writer(history_path) as writer,
+          tensorboard.writer(workdir, "search") as tb):
       for result in rounds(strategy, state, evaluator, total, progress, replay=replay,
                            on_record=writer.append, pool=pool, checkpoint=checkpoints.save):
+        round_started = len(records)
         records += result.records
         checkpoints.save(result.state, result.progress)
         _write_best(workdir, space, evaluator, records)
         _print_round(result, records, total, evaluator, time.time() - started)
+        _write_scalars(tb, result, records, round_started, evaluator, time.time() - started)
   finally:
     checkpoints.manager.close()
   _plot(workdir, config, space, evaluator, records)
@@ -383,6 +387,25 @@ def _write_best(workdir: str, space: Any, evaluator: evaluators.Evaluator,
       "space": space.signature(), "arch": best["arch"], "string": best["string"],
       "hash": best["hash"], "index": best["index"], evaluator.search_metric: best["score"],
       **best["report"]})
+
+
+def _write_scalars(tb: tensorboard.Writer, result: RoundResult,
+                   records: Sequence[dict[str, Any]], first: int,
+                   evaluator: evaluators.Evaluator, seconds: float) -> None:
+  """Per evaluation (step: evaluations so far, in finish order): its score and the
+  best score and report so far; per round: the wall time since the job started."""
+  metric, report = evaluator.search_metric, evaluator.report_metric
+  best = best_record(records[:first])
+  for done in range(first, len(records)):
+    record = records[done]
+    if record.get("failed"):
+      continue
+    if best is None or record["score"] > best["score"]:
+      best = record
+    tb.scalars(done + 1, {f"search/{metric}": record["score"],
+                          f"search/best_{metric}": best["score"],
+                          f"search/best_{report}": best["report"][report]})
+  tb.scalars(result.round, {"search/wall_seconds": seconds})
 
 
 def _print_round(result: RoundResult, records: Sequence[dict[str, Any]], total: int,

@@ -37,6 +37,21 @@ def figures(records, best):
           "best": best["hash"], "final_test_accuracy": best.get("final_test_accuracy")}
 
 
+def tensorboard_scalars(path: pathlib.Path) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value)]} of a TensorBoard event file (TFRecord framing: length,
+  its CRC, the Event proto, its CRC)."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  data, offset, scalars = path.read_bytes(), 0, {}
+  while offset < len(data):
+    (length,) = struct.unpack("<Q", data[offset:offset + 8])
+    event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+    offset += 16 + length
+    for value in event.summary.value:
+      scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
 @pytest.fixture(scope="session")
 def nb201_table_path() -> pathlib.Path:
   """The offline NAS-Bench-201 table beside the repo (../shared/data)."""

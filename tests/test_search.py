@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from nao_jax import search
 from tests.conftest import RECORDED
 from tests.conftest import REPO
 from tests.conftest import figures
+from tests.conftest import tensorboard_scalars
 
 sys.path.insert(0, str(REPO))
 from configs import nb201 as nb201_config  # noqa: E402
@@ -48,21 +50,29 @@ def uninterrupted(tmp_path_factory, nb201_table_path):
     if strategy not in runs:
       workdir = str(tmp_path_factory.mktemp(f"full_{strategy}"))
       search.run(small_config(strategy), workdir)
+      get.workdirs[strategy] = workdir
       with open(os.path.join(workdir, "best_arch.json")) as f:
         runs[strategy] = (read_history(workdir), json.load(f))
     return runs[strategy]
+  get.workdirs = {}
   return get
 
 
 @pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce", "nao", "local",
                                       "bananas", "gcn"])
-def test_run_writes_history_best_and_plot(strategy, uninterrupted, tmp_path):
+def test_run_writes_history_best_plot_and_tensorboard(strategy, uninterrupted, tmp_path):
   records, best = uninterrupted(strategy)
   assert [r["index"] for r in records] == list(range(30))
   assert len({r["hash"] for r in records}) == 30
   top = max(records, key=lambda r: r["score"])
   assert best["c10v_valid_200"] == top["score"] and best["string"] == top["string"]
   assert best["c10_test_200"] == top["report"]["c10_test_200"]
+  workdir = pathlib.Path(uninterrupted.workdirs[strategy])
+  (events,) = (workdir / "tb" / "search").iterdir()
+  scalars = tensorboard_scalars(events)
+  assert [v for _, v in scalars["search/c10v_valid_200"]] == pytest.approx(
+      [r["score"] for r in records])
+  assert scalars["search/best_c10_test_200"][-1] == (30, pytest.approx(best["c10_test_200"]))
 
 
 @pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce", "nao"])

@@ -10,6 +10,7 @@ import pytest
 from nao_jax import models
 from nao_jax import spaces
 from nao_jax.training import step as step_lib
+from tests.conftest import tensorboard_scalars
 
 
 TINY_ARCH = ("normal[n0=conv_3x3(s0)+identity(s1) n1=avg_pool_3x3(n0)+max_pool_2x2(s1)] "
@@ -200,21 +201,6 @@ def restored_structure(workdir):
     return ckpt._manager.item_metadata(ckpt.latest_step())["state"]
 
 
-def _scalars(path):
-  """{tag: [(step, value)]} of a TensorBoard event file (TFRecord framing: length,
-  its CRC, the Event proto, its CRC)."""
-  import struct
-  from tensorboardX.proto import event_pb2
-  data, offset, scalars = path.read_bytes(), 0, {}
-  while offset < len(data):
-    (length,) = struct.unpack("<Q", data[offset:offset + 8])
-    event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-    offset += 16 + length
-    for value in event.summary.value:
-      scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return scalars
-
-
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
   """An uninterrupted 2-epoch run: (results, workdir)."""
@@ -230,9 +216,9 @@ def test_sigterm_saves_and_resume_continues_bit_exactly(tmp_path, monkeypatch, c
   assert straight["steps"] == 20 and straight["devices"] == 2
   assert straight["final_test_accuracy"] > 0.1 and straight["best_valid_accuracy"] > 0.1
   assert (straight_dir / "results.json").exists()
-  event_files = list((straight_dir / "tensorboard").iterdir())
+  event_files = list((straight_dir / "tb" / "train").iterdir())
   assert len(event_files) == 1  # The test accuracy is written before the writer closes.
-  scalars = _scalars(event_files[0])
+  scalars = tensorboard_scalars(event_files[0])
   assert scalars["test/accuracy"] == [(20, pytest.approx(straight["final_test_accuracy"]))]
   assert len(scalars["valid/accuracy"]) == 2
 

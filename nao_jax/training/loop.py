@@ -4,7 +4,7 @@
 ``NAONet-A`` or the path of a ``best_arch.json``) on ``config.data`` with the
 reference's recipe (§7.1), checkpointing every epoch (and on SIGTERM) under
 ``workdir/checkpoints`` and resuming from there exactly. Writes TensorBoard
-events to ``workdir/tensorboard`` and ``workdir/results.json`` at the end. The
+events to ``workdir/tb/train`` and ``workdir/results.json`` at the end. The
 test set is evaluated once, after the last epoch; nothing is chosen by it.
 """
 
@@ -29,6 +29,7 @@ from nao_jax import configuration
 from nao_jax import data as data_lib
 from nao_jax import models
 from nao_jax import spaces
+from nao_jax import tensorboard
 from nao_jax.spaces import known
 from nao_jax.training import step as step_lib
 
@@ -205,7 +206,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   train_fn, eval_fn = step_lib.pmapped_steps(model, tx, hyper, length, devices)
   step_key = step_lib.replicate(jax.random.fold_in(key, 1), devices)
 
-  writer = _writer(workdir)
+  writer = tensorboard.writer(workdir, "train")
   preempted = []
   # Signal handlers can only be set from the main thread (not in a trial's thread).
   in_main = threading.current_thread() is threading.main_thread()
@@ -237,8 +238,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
           best = meta["best_valid_accuracy"]
           meta["best_valid_accuracy"] = valid if best is None else max(best, valid)
           print(f"epoch {epoch + 1}: valid accuracy {valid:.4f}")
-          if writer:
-            writer.add_scalar("valid/accuracy", valid, done)
+          writer.scalars(done, {"valid/accuracy": valid})
       if epoch_end or periodic or preempted:
         meta["wall_time"] = time.time() - started
         ckpt.save(done, step_lib.unreplicate(state), meta)
@@ -246,14 +246,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         raise Preempted(f"SIGTERM at step {done}: saved checkpoint {done} in "
                         f"{ckpt.directory}; run the same command again to resume.")
     test = evaluate(eval_fn, state, data.test, config.train.eval_batch_size, len(devices))
-    if writer:  # Before the writer closes: one event file per run.
-      writer.add_scalar("test/accuracy", test, length.total_steps)
+    # Before the writer closes: one event file per run.
+    writer.scalars(length.total_steps, {"test/accuracy": test})
   finally:
     if in_main:
       signal.signal(signal.SIGTERM, previous_handler)
     ckpt.close()
-    if writer:
-      writer.close()
+    writer.close()
   results = {
       "arch": config.arch, "space": space.signature(), "arch_string": space.to_string(arch),
       "dataset": data.name, "split": config.data.split, "epochs": config.train.epochs,
@@ -285,17 +284,6 @@ def _log(writer, pending, done, total_steps, epoch, learning_rate, rate) -> None
   print(f"step {done}/{total_steps} epoch {epoch + 1} [{100 * done / total_steps:5.1f}%] "
         f"loss {means['loss']:.4f} acc {means['accuracy']:.4f} lr {learning_rate:.5f} "
         f"{rate:.1f} images/s", flush=True)
-  if writer:
-    for name, value in means.items():
-      writer.add_scalar(f"train/{name}", value, done)
-    writer.add_scalar("train/learning_rate", learning_rate, done)
-    writer.add_scalar("train/images_per_second", rate, done)
-
-
-def _writer(workdir: str):
-  """A TensorBoard event writer on the first host (tensorboardX; no TensorFlow)."""
-  if jax.process_index() != 0:
-    return None
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  return SummaryWriter(os.path.join(workdir, "tensorboard"))
+  writer.scalars(done, {**{f"train/{name}": value for name, value in means.items()},
+                       "train/learning_rate": learning_rate, "train/images_per_second": rate})
 
