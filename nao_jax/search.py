@@ -363,7 +363,9 @@ def execute(config: ml_collections.ConfigDict, workdir: str
     records = [replay[i] for i in range(progress.num_evaluations)]
     started = time.time()
     with (history.Writer(history_path) as writer,
-          tensorboard.writer(workdir, "search") as tb):
+          tensorboard.writer(workdir, "search") as tb,
+          tensorboard.writer(workdir, "evaluator") as evaluator_tb):
+      evaluator.observe(evaluator_tb)
       for result in rounds(strategy, state, evaluator, total, progress, replay=replay,
                            on_record=writer.append, pool=pool, checkpoint=checkpoints.save):
         round_started = len(records)

@@ -4,7 +4,8 @@ event files without TensorFlow), written by process 0 only.
   with tensorboard.writer(workdir, "search") as tb:
     tb.scalars(step, {"search/best_score": 0.9})
 
-On other processes the writer drops everything, so callers need no checks.
+On other processes the writer drops everything, so callers need no checks. The
+event file is created at the first scalar: a job that writes none leaves no file.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ class Writer:
   def __init__(self, directory: str | None):
     self.directory = directory
     self._summary = None
-    if directory is not None:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._summary = SummaryWriter(directory)
 
   def scalars(self, step: int, values: Mapping[str, Any]) -> None:
     """Writes each ``name: value`` at ``step``."""
-    if self._summary is None:
+    if self.directory is None:
       return
+    if self._summary is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._summary = SummaryWriter(self.directory)
     for name, value in values.items():
       self._summary.add_scalar(name, float(value), int(step))
 
@@ -36,6 +37,7 @@ class Writer:
     if self._summary is not None:
       self._summary.close()
       self._summary = None
+    self.directory = None  # Nothing more after close.
 
   def __enter__(self) -> "Writer":
     return self

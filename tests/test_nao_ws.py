@@ -5,6 +5,7 @@ driver was shared, and a run killed twice then resumed."""
 import functools
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from nao_jax.models import supernet as supernet_lib
 from tests.conftest import RECORDED
 from tests.conftest import REPO
 from tests.conftest import figures
+from tests.conftest import tensorboard_scalars
 
 sys.path.insert(0, str(REPO))
 from configs import quickstart as quickstart_config  # noqa: E402
@@ -132,6 +134,17 @@ def test_quickstart_finds_and_trains_a_winner(uninterrupted):
     assert os.path.getsize(os.path.join(workdir, "plots", plot)) > 1000, plot
   # The controller's forecasts are recorded from the round after its first fit.
   assert all(("predicted" in r) == (r["round"] > 0) for r in records)
+  tb = pathlib.Path(workdir) / "tb"
+  (supernet_events,) = (tb / "evaluator").iterdir()
+  supernet = tensorboard_scalars(supernet_events)
+  steps = [step for step, _ in supernet["supernet/loss"]]
+  assert steps == sorted(set(steps)) and len(steps) >= config.supernet.epochs  # One per epoch.
+  assert {"supernet/learning_rate", "supernet/images_per_second"} <= set(supernet)
+  (search_events,) = (tb / "search").iterdir()
+  assert len(tensorboard_scalars(search_events)["search/supernet_accuracy"]) == len(records)
+  for child in ("rerank/0", "final"):
+    assert "test/accuracy" in tensorboard_scalars(
+        next((pathlib.Path(workdir) / child / "tb" / "train").iterdir()))
 
 
 def _cpu() -> str:

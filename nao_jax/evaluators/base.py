@@ -98,6 +98,11 @@ class Evaluator:
     calls ``checkpoint()`` at points where the search may be checkpointed."""
     del round_, archs, checkpoint
 
+  def observe(self, writer: Any) -> None:
+    """Gives the evaluator a TensorBoard writer (``nao_jax.tensorboard.Writer`` of
+    ``tb/evaluator``) for what it trains between rounds; default: unused."""
+    del writer
+
   def save(self) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(arrays, record)``: a pytree of arrays and a JSON dict that ``restore`` takes."""
     return {}, {}

@@ -72,6 +72,9 @@ class Executed(Evaluator):
   def evaluate_each(self, archs: Sequence[Any]) -> Iterator[tuple[int, Evaluation]]:
     return self._run_trials(archs) if len(archs) else iter(())
 
+  def observe(self, writer: Any) -> None:
+    self.inner.observe(writer)
+
 
 def _check(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config.executor`` with defaults for absent fields; ``ConfigError`` naming a bad one."""

@@ -44,6 +44,7 @@ import optax
 from nao_jax import configuration
 from nao_jax import data as data_lib
 from nao_jax import spaces
+from nao_jax import tensorboard
 from nao_jax.data import augment
 from nao_jax.evaluators.base import Evaluation, Evaluator
 from nao_jax.models import supernet as supernet_lib
@@ -179,6 +180,7 @@ class SupernetEvaluator(Evaluator):
     self.eval_images = augment.normalize(jnp.asarray(fixed.images), data.mean, data.std)
     self.eval_labels = jnp.asarray(fixed.labels)
     self._announced = False
+    self._writer = tensorboard.Writer(None)  # Until the search gives one (``observe``).
 
   # ---- state ----------------------------------------------------------------
 
@@ -278,12 +280,20 @@ class SupernetEvaluator(Evaluator):
       stop = min((begin // spe + 1) * spe, (begin // every + 1) * every)
       metrics = self.train_steps(pool, stop)
       rate = (stop - begin) * self.config.batch_size / max(time.time() - t0, 1e-9)
+      learning_rate = float(self.schedule(stop - 1))
       print(f"supernet step {stop}/{self.total_steps} epoch {stop // spe} loss "
             f"{metrics['loss']:.4f} acc {metrics['accuracy']:.4f} lr "
-            f"{float(self.schedule(stop - 1)):.5f} {rate:.1f} images/s | "
+            f"{learning_rate:.5f} {rate:.1f} images/s | "
             f"{time.time() - started:.0f}s", flush=True)
+      self._writer.scalars(stop, {"supernet/loss": metrics["loss"],
+                                  "supernet/accuracy": metrics["accuracy"],
+                                  "supernet/learning_rate": learning_rate,
+                                  "supernet/images_per_second": rate})
       if stop % every == 0 and stop < last:
         checkpoint()
+
+  def observe(self, writer: tensorboard.Writer) -> None:
+    self._writer = writer
 
   def save(self) -> tuple[dict[str, Any], dict[str, Any]]:
     return serialization.to_state_dict(self.host_state()), {"step": self.step}
