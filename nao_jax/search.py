@@ -57,6 +57,7 @@ from nao_jax import atomic
 from nao_jax import configuration
 from nao_jax import evaluators
 from nao_jax import history
+from nao_jax import progress as progress_lib
 from nao_jax import strategies
 from nao_jax import tensorboard
 from nao_jax import viz
@@ -364,10 +365,16 @@ def execute(config: ml_collections.ConfigDict, workdir: str
     started = time.time()
     with (history.Writer(history_path) as writer,
           tensorboard.writer(workdir, "search") as tb,
-          tensorboard.writer(workdir, "evaluator") as evaluator_tb):
+          tensorboard.writer(workdir, "evaluator") as evaluator_tb,
+          progress_lib.bar(total, "evaluations", "eval", len(records)) as bar):
       evaluator.observe(evaluator_tb)
+
+      def on_record(record: dict[str, Any]) -> None:
+        writer.append(record)
+        bar.update(1)
+
       for result in rounds(strategy, state, evaluator, total, progress, replay=replay,
-                           on_record=writer.append, pool=pool, checkpoint=checkpoints.save):
+                           on_record=on_record, pool=pool, checkpoint=checkpoints.save):
         round_started = len(records)
         records += result.records
         checkpoints.save(result.state, result.progress)

@@ -43,6 +43,7 @@ import optax
 
 from nao_jax import configuration
 from nao_jax import data as data_lib
+from nao_jax import progress as progress_lib
 from nao_jax import spaces
 from nao_jax import tensorboard
 from nao_jax.data import augment
@@ -275,11 +276,14 @@ class SupernetEvaluator(Evaluator):
             "first step includes compiling the train step (minutes on a CPU)", flush=True)
       self._announced = True
     spe, every, started = self.steps_per_epoch, self.config.ckpt_every_steps, time.time()
+    bar = progress_lib.bar(last, f"supernet to epoch {self.scoring_epochs[round_]}", "step",
+                           min(self.step, last))
     while self.step < last:
       begin, t0 = self.step, time.time()
       stop = min((begin // spe + 1) * spe, (begin // every + 1) * every)
       metrics = self.train_steps(pool, stop)
       rate = (stop - begin) * self.config.batch_size / max(time.time() - t0, 1e-9)
+      bar.update(stop - begin)
       learning_rate = float(self.schedule(stop - 1))
       print(f"supernet step {stop}/{self.total_steps} epoch {stop // spe} loss "
             f"{metrics['loss']:.4f} acc {metrics['accuracy']:.4f} lr "
@@ -291,6 +295,7 @@ class SupernetEvaluator(Evaluator):
                                   "supernet/images_per_second": rate})
       if stop % every == 0 and stop < last:
         checkpoint()
+    bar.close()
 
   def observe(self, writer: tensorboard.Writer) -> None:
     self._writer = writer

@@ -28,6 +28,7 @@ from nao_jax import checkpoint
 from nao_jax import configuration
 from nao_jax import data as data_lib
 from nao_jax import models
+from nao_jax import progress as progress_lib
 from nao_jax import spaces
 from nao_jax import tensorboard
 from nao_jax.spaces import known
@@ -213,6 +214,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   previous_handler = (signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
                       if in_main else None)
   started = time.time() - meta["wall_time"]
+  bar = progress_lib.bar(length.total_steps, "training", "step", start_step, show=in_main)
   try:
     pending, last_log, last_time = [], start_step, time.time()
     for step in range(start_step, length.total_steps):
@@ -223,6 +225,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       state, metrics = train_fn(state, batch, step_key)
       pending.append(metrics)
       done = step + 1
+      bar.update(1)
       epoch_end = done % steps_per_epoch == 0
       periodic = every_steps > 0 and done % every_steps == 0
       # A checkpoint follows a log, whose check keeps non-finite losses out of it.
@@ -253,6 +256,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       signal.signal(signal.SIGTERM, previous_handler)
     ckpt.close()
     writer.close()
+    bar.close()
   results = {
       "arch": config.arch, "space": space.signature(), "arch_string": space.to_string(arch),
       "dataset": data.name, "split": config.data.split, "epochs": config.train.epochs,
