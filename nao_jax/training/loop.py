@@ -67,11 +67,18 @@ def resolve_arch(arch: str) -> tuple[spaces.SearchSpace, Any]:
     text = f.read()
   try:
     record = json.loads(text)
-    signature = record["space"]
-  except (json.JSONDecodeError, KeyError, TypeError):
-    raise ValueError(f"{arch}: expected a JSON object with a 'space' field "
-                     "(as written by space.to_json).") from None
-  space = _space_of(signature, arch)
+  except json.JSONDecodeError:
+    record = None
+  return arch_from_record(record, arch)
+
+
+def arch_from_record(record: Any, where: str) -> tuple[spaces.SearchSpace, Any]:
+  """``(space, arch)`` of a JSON object as ``resolve_arch`` reads it; ``where``
+  names it in errors."""
+  if not isinstance(record, dict) or "space" not in record:
+    raise ValueError(f"{where}: expected a JSON object with a 'space' field "
+                     "(as written by space.to_json).")
+  space = _space_of(record["space"], where)
   if isinstance(record.get("arch"), dict):  # A search job's best_arch.json nests the arch.
     record = {**record, **record["arch"]}
   # The fields of the space's own JSON form (a summary adds scores, hashes...).
