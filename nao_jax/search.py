@@ -63,6 +63,7 @@ from nao_jax import tensorboard
 from nao_jax import viz
 from nao_jax import viz_cells
 from nao_jax.checkpoint import Checkpointer
+from nao_jax.controller import metrics as metrics_lib
 from nao_jax.workdir import MAY_CHANGE  # Fields a resume may change (every job's list).
 from nao_jax.workdir import WorkdirError
 
@@ -381,6 +382,9 @@ def execute(config: ml_collections.ConfigDict, workdir: str
         _write_best(workdir, space, evaluator, records)
         _print_round(result, records, total, evaluator, time.time() - started)
         _write_scalars(tb, result, records, round_started, evaluator, time.time() - started)
+        if strategy.metrics is not None:
+          tb.scalars(result.round, {f"strategy/{k}": v
+                                    for k, v in strategy.metrics(result.state).items()})
   finally:
     checkpoints.manager.close()
   _plot(workdir, config, space, evaluator, records)
@@ -402,7 +406,9 @@ def _write_scalars(tb: tensorboard.Writer, result: RoundResult,
                    records: Sequence[dict[str, Any]], first: int,
                    evaluator: evaluators.Evaluator, seconds: float) -> None:
   """Per evaluation (step: evaluations so far, in finish order): its score and the
-  best score and report so far; per round: the wall time since the job started."""
+  best score and report so far; per round: the wall time since the job started
+  and, where the strategy forecast the round's scores, Kendall's tau between its
+  forecasts and the scores (a prediction made before the scores were known)."""
   metric, report = evaluator.search_metric, evaluator.report_metric
   best = best_record(records[:first])
   for done in range(first, len(records)):
@@ -415,6 +421,11 @@ def _write_scalars(tb: tensorboard.Writer, result: RoundResult,
                           f"search/best_{metric}": best["score"],
                           f"search/best_{report}": best["report"][report]})
   tb.scalars(result.round, {"search/wall_seconds": seconds})
+  forecast = [r for r in succeeded(result.records) if "predicted" in r]
+  if len(forecast) >= 2:
+    tau = metrics_lib.kendall_tau(np.array([r["predicted"] for r in forecast]),
+                                  np.array([r["score"] for r in forecast]))
+    tb.scalars(result.round, {"search/predicted_kendall_tau": float(tau)})
 
 
 def _print_round(result: RoundResult, records: Sequence[dict[str, Any]], total: int,

@@ -73,6 +73,10 @@ def test_run_writes_history_best_plot_and_tensorboard(strategy, uninterrupted, t
   assert [v for _, v in scalars["search/c10v_valid_200"]] == pytest.approx(
       [r["score"] for r in records])
   assert scalars["search/best_c10_test_200"][-1] == (30, pytest.approx(best["c10_test_200"]))
+  if strategy == "nao":  # The controller's fit, and its forecasts against the scores.
+    assert {"strategy/loss", "strategy/mse", "strategy/nll"} <= set(scalars)
+    taus = [tau for _, tau in scalars["search/predicted_kendall_tau"]]
+    assert len(taus) == 4 and all(-1 <= t <= 1 for t in taus)  # Rounds 1-4 of 10 + 5 x 4.
 
 
 @pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce", "nao"])

@@ -10,10 +10,11 @@ A strategy is a bundle of functions over an explicit, immutable state:
   arrays, record = strategy.save(state)           # pytree of arrays + JSON dict
   state = strategy.restore(seed, space, config, arrays, record)
 
-Two optional functions (None where a strategy has no use for them):
+Three optional functions (None where a strategy has no use for them):
 
   state = strategy.rescore(state, pool, scores)   # an evaluator re-scored the pool
   predicted = strategy.predict(state, archs)      # float [N] or None, for reports
+  values = strategy.metrics(state)                # {name: float} of its last fit, for logs
 
 ``rescore`` is called by a pool search (an evaluator whose scores drift, the
 NAO-WS supernet; ``evaluators.base``) after every round's ``tell``: ``pool`` is
@@ -51,6 +52,7 @@ class Strategy(NamedTuple):
   restore: Callable[..., Any]
   rescore: Callable[[Any, Sequence[Any], Sequence[float]], Any] | None = None
   predict: Callable[[Any, Sequence[Any]], np.ndarray | None] | None = None
+  metrics: Callable[[Any], dict[str, float]] | None = None
 
 
 def numpy_rng(seed: int, *path: int) -> np.random.Generator:

@@ -244,4 +244,9 @@ def restore(seed: int, space: base.SearchSpace, config: ml_collections.ConfigDic
       fit_metrics=dict(record["fit_metrics"]), scores_told=int(record["scores_told"]))
 
 
-STRATEGY = base.Strategy(init, round_size, ask, tell, save, restore, rescore, predict)
+def metrics(state: NaoState) -> dict[str, float]:
+  """The last controller fit's metrics (loss, mse, nll, ...; empty before the first)."""
+  return {k: float(v) for k, v in state.fit_metrics.items()}
+
+
+STRATEGY = base.Strategy(init, round_size, ask, tell, save, restore, rescore, predict, metrics)
