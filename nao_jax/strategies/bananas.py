@@ -72,9 +72,9 @@ class MLP(nn.Module):
 
 def encode(space: base.SearchSpace, archs: list[Any]) -> np.ndarray:
   """float32 ``[N, D]``: path encodings if the space has them, else one-hots."""
-  rows = [space.path_encoding(a) for a in archs[:1]]
-  if rows and rows[0] is not None:
-    return np.stack([space.path_encoding(a) for a in archs])
+  paths = [space.path_encoding(a) for a in archs]
+  if paths and paths[0] is not None:
+    return np.stack(paths)
   return np.stack([space.one_hot(a) for a in archs])
 
 
@@ -114,8 +114,7 @@ def propose(state: surrogate.SurrogateState, rng: np.random.Generator, key: jax.
   scale = archive.scores.std() or 1.0
   targets = (archive.scores - archive.scores.mean()) / scale
   model = MLP(c.layers, c.width)
-  fit_key, _ = jax.random.split(key)
-  params = surrogate.fit(model, (told,), targets, fit_key, epochs=c.epochs,
+  params = surrogate.fit(model, (told,), targets, key, epochs=c.epochs,
                          batch_size=c.batch_size, learning_rate=c.learning_rate,
                          weight_decay=0.0, loss="mae", ensemble=c.ensemble)
   predictions = surrogate.predict(model, params, (encode(space, candidates),))

@@ -96,18 +96,6 @@ def make_strategy(propose: Propose, check: Callable[[ml_collections.ConfigDict],
   return base.Strategy(init, round_size, ask, tell, save, restore)
 
 
-def unseen_distinct(space: base.SearchSpace, archs: Sequence[Any],
-                    seen: frozenset[str] | set[str]) -> list[Any]:
-  """``archs`` without those in ``seen`` and without repeats, order kept."""
-  hashes, kept = set(seen), []
-  for arch in archs:
-    h = space.arch_hash(arch)
-    if h not in hashes:
-      hashes.add(h)
-      kept.append(arch)
-  return kept
-
-
 def _capacity(n: int) -> int:
   """Rows the training arrays are padded to (a power of two), so that a growing
   archive recompiles the fitting loop only when it doubles."""
