@@ -60,7 +60,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.label_smoothing = 0.0
   config.train.dtype = "float32"  # 'bfloat16': bf16 compute, fp32 parameters.
   config.train.num_devices = 0  # 0 = all local devices.
-  config.train.distributed = False  # True on multi-host TPU slices (launch/ sets it).
+  # True on multi-host slices; `python -m nao_jax.main --distributed` (launch/tpu.sh)
+  # initialises every job that way.
+  config.train.distributed = False
   config.train.log_every_steps = 100
 
   config.ckpt = ml_collections.ConfigDict()

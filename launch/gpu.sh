@@ -48,7 +48,7 @@ for o in "${overrides[@]+"${overrides[@]}"}"; do
 done
 
 command=(python -m nao_jax.main --config="$config" --workdir="$workdir")
-[[ $bf16 -eq 1 ]] && command+=(--config.train.dtype=bfloat16)
+[[ $bf16 -eq 1 ]] && command+=(--dtype=bfloat16)
 command+=("${overrides[@]+"${overrides[@]}"}")
 env_prefix=()
 [[ -n "$gpus" ]] && env_prefix=(env CUDA_VISIBLE_DEVICES="$gpus")

@@ -95,7 +95,7 @@ case "$action" in
     [[ -n "$config" ]] || die "--config=FILE is required for run."
     [[ "$workdir" == gs://* ]] || die "--workdir='$workdir': all workers must share it; use a gs:// path."
     [[ -f "${config%%:*}" ]] || die "--config='$config': no such file here (paths are relative to the repo root)."
-    command="cd nao_jax && .venv/bin/python -m nao_jax.main --config=$config --workdir=$workdir --config.train.distributed=true"
+    command="cd nao_jax && .venv/bin/python -m nao_jax.main --config=$config --workdir=$workdir --distributed"
     for o in "${overrides[@]+"${overrides[@]}"}"; do command+=" $o"; done
     echo "Will run '$config' on all workers of '$name' with workdir $workdir (rerun to resume)."
     run "${gcloud_tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="$command"

@@ -18,11 +18,13 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 from ml_collections import config_flags
 
 from nao_jax import configuration
@@ -39,6 +41,13 @@ _CACHE = flags.DEFINE_string(
     "Persistent XLA compilation cache: a rerun (resume) or a later run of the same "
     "networks skips their compilation; '' disables it. $JAX_COMPILATION_CACHE_DIR, "
     "if set, wins.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() before the job: every host of a "
+    "multi-host TPU slice or GPU cluster runs the same command (launch/tpu.sh passes it).")
+_DTYPE = flags.DEFINE_enum(
+    "dtype", None, ["float32", "bfloat16"], "Compute dtype of everything the job trains: sets "
+    "every 'dtype' field of the config (train.dtype, final.train.dtype, ...); parameters stay "
+    "float32. A job that trains nothing ignores it.")
 CACHE_MAX_BYTES = 4 << 30  # Least recently used entries go beyond this.
 # LLVM at -O1 instead of -O3 for XLA:CPU's generated code: small networks compile
 # about a fifth faster and step a few percent slower; large ones are unchanged, their
@@ -103,6 +112,15 @@ def _prefer_fast_cpu_compiles() -> None:
     os.environ["XLA_FLAGS"] = f"{current} {CPU_COMPILE_FLAG}".strip()
 
 
+def _set_every_dtype(config: Any, dtype: str) -> None:
+  """Sets every field named ``dtype`` in ``config`` (a ConfigDict tree) to ``dtype``."""
+  for key in list(config.keys()):
+    if key == "dtype":
+      config[key] = dtype
+    elif isinstance(config[key], ml_collections.ConfigDict):
+      _set_every_dtype(config[key], dtype)
+
+
 def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     # Progress goes to stdout; library INFO logs (orbax saves, backend probing)
@@ -119,8 +137,12 @@ def main(argv: list[str]) -> None:
     config.get("job")  # A config file that failed to load raises here.
   except (OSError, AttributeError) as e:
     _fail(f"--config: {_last_line(str(e))}; pass --config=configs/<experiment>.py.")
+  if _DTYPE.value:
+    _set_every_dtype(config, _DTYPE.value)
   _prefer_fast_cpu_compiles()
   _enable_compilation_cache(_CACHE.value)
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices())
   workdir = _WORKDIR.value

@@ -1,6 +1,10 @@
 """Launch scripts: --help, argument checks, and what --dry-run says it will do."""
 
+import json
+import os
+import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -31,7 +35,7 @@ def test_tpu_dry_runs_print_every_step():
   assert run.returncode == 0, run.stderr
   line = [l for l in run.stdout.splitlines() if l.startswith("+")][0]
   for part in ("tpu-vm ssh nao", "--worker=all", "configs/cifar_final.py",
-               "gs://bucket/naonet", "distributed=true", "epochs=3"):
+               "gs://bucket/naonet", "--distributed", "epochs=3"):
     assert part in line
   delete = launch("tpu.sh", "delete", *where)
   assert "+ gcloud compute tpus tpu-vm delete nao --zone=us-central2-b --quiet" in delete.stdout
@@ -42,7 +46,27 @@ def test_gpu_dry_run():
                   "--gpus=0,1", "--bf16", "--dry-run")
   assert result.returncode == 0, result.stderr
   assert ("CUDA_VISIBLE_DEVICES=0\\,1 python -m nao_jax.main --config=configs/cifar_final.py:small "
-          "--workdir=/tmp/w --config.train.dtype=bfloat16") in result.stdout
+          "--workdir=/tmp/w --dtype=bfloat16") in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config, extra", [
+    ("configs/nb201.py:small", []),  # A search: --dtype has nothing to set.
+    ("configs/cifar_final.py:small", ["--override=--config.train.epochs=1"])])
+def test_the_printed_gpu_command_runs_here(config, extra, tmp_path, nb201_table_path):
+  del nb201_table_path  # The nb201 search needs the table; skips without it.
+  result = launch("gpu.sh", f"--config={config}", f"--workdir={tmp_path}", "--bf16",
+                  "--dry-run", *extra)
+  assert result.returncode == 0, result.stderr
+  (line,) = [l for l in result.stdout.splitlines() if l.startswith("+ ")]
+  command = shlex.split(line[2:])
+  command[0:1] = [sys.executable]  # The venv's python for the printed 'python'.
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert done.returncode == 0, done.stderr[-2000:]
+  recorded = json.loads((tmp_path / "config.json").read_text())
+  if "train" in recorded:
+    assert recorded["train"]["dtype"] == "bfloat16"
 
 
 def test_ray_dry_runs_start_the_cluster_and_submit_the_search():

@@ -168,7 +168,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   evaluator gets its own group); None: ``config.train.num_devices`` of them.
   SIGTERM saves a checkpoint and raises ``Preempted`` when run in the main thread.
   """
-  if config.train.distributed:
+  if config.train.distributed and not jax.distributed.is_initialized():
     jax.distributed.initialize()
   devices = list(devices) if devices else _devices(config)
   num_devices = len(devices) * jax.process_count()
