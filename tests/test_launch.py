@@ -52,7 +52,7 @@ def test_gpu_dry_run():
 @pytest.mark.slow
 @pytest.mark.parametrize("config, extra", [
     ("configs/nb201.py:small", []),  # A search: --dtype has nothing to set.
-    ("configs/cifar_final.py:small", ["--override=--config.train.epochs=1"])])
+    ("configs/cifar_final.py:small", [])])
 def test_the_printed_gpu_command_runs_here(config, extra, tmp_path, nb201_table_path):
   del nb201_table_path  # The nb201 search needs the table; skips without it.
   result = launch("gpu.sh", f"--config={config}", f"--workdir={tmp_path}", "--bf16",
@@ -65,8 +65,10 @@ def test_the_printed_gpu_command_runs_here(config, extra, tmp_path, nb201_table_
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert done.returncode == 0, done.stderr[-2000:]
   recorded = json.loads((tmp_path / "config.json").read_text())
-  if "train" in recorded:
+  if "train" in recorded:  # bf16 training converges: 0.67 measured, 0.1 is chance.
     assert recorded["train"]["dtype"] == "bfloat16"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["final_test_accuracy"] > 0.4
 
 
 def test_ray_dry_runs_start_the_cluster_and_submit_the_search():
