@@ -228,3 +228,13 @@ def test_quickstart_killed_in_every_phase_resumes_to_the_same_result(uninterrupt
           == stable(history.read(os.path.join(full_workdir, "history.jsonl"))))
   with open(os.path.join(workdir, "best_arch.json")) as f:
     assert json.load(f) == summary
+
+
+def test_a_bfloat16_supernet_step_matches_float32_within_tolerance():
+  """The same first step in bf16 compute (float32 parameters): loss within 2%."""
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    supernet = evaluator(1, dtype=dtype)
+    losses[dtype] = float(supernet.train_steps(POOL, 1)["loss"])
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(supernet.state.params))
+  assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)

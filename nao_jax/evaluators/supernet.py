@@ -72,6 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
       eval_images=500,  # Fixed validation images every arch is scored on.
       num_devices=0,  # 0 = all local devices.
       ckpt_every_steps=500,  # Checkpoints inside a round (and one after every round).
+      dtype="float32",  # Compute dtype ('bfloat16': bf16 compute, float32 parameters).
   ))
 
 
@@ -145,6 +146,8 @@ class SupernetEvaluator(Evaluator):
          f"must be in [1, {len(data.valid)}] (validation images)"),
         ("epochs", config.epochs >= 1, "must be >= 1"),
         ("ckpt_every_steps", config.ckpt_every_steps >= 1, "must be >= 1"),
+        ("dtype", config.dtype in ("float32", "bfloat16"),
+         "choose 'float32' or 'bfloat16'"),
     ])
     eval_every = eval_every or config.epochs
     self.scoring_epochs = [e for e in range(1, config.epochs + 1)
@@ -156,7 +159,8 @@ class SupernetEvaluator(Evaluator):
     self.total_steps = self.steps_per_epoch * config.epochs
     self.model = supernet_lib.from_space(
         space, num_cells=config.num_cells, features=config.features,
-        num_classes=data.num_classes, drop_path_keep_prob=config.drop_path_keep_prob)
+        num_classes=data.num_classes, drop_path_keep_prob=config.drop_path_keep_prob,
+        dtype=jnp.dtype(config.dtype))
     self.schedule = functools.partial(  # step -> learning rate
         step_lib.cosine_learning_rate, config.learning_rate,
         length=step_lib.Length(config.epochs, self.steps_per_epoch),
