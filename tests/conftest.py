@@ -52,22 +52,24 @@ def tensorboard_scalars(path: pathlib.Path) -> dict[str, list[tuple[int, float]]
   return scalars
 
 
+def _shared_table(relative: str, name: str) -> pathlib.Path:
+  """``SHARED_DATA / relative``; skips the test when it is missing."""
+  path = SHARED_DATA / relative
+  if not path.exists():
+    pytest.skip(f"{name} table not found at {path}")
+  return path
+
+
 @pytest.fixture(scope="session")
 def nb201_table_path() -> pathlib.Path:
   """The offline NAS-Bench-201 table beside the repo (../shared/data)."""
-  path = SHARED_DATA / "nasbench201" / "nb201_acc.npz"
-  if not path.exists():
-    pytest.skip(f"NAS-Bench-201 table not found at {path}")
-  return path
+  return _shared_table("nasbench201/nb201_acc.npz", "NAS-Bench-201")
 
 
 @pytest.fixture(scope="session")
 def macro_table_path() -> pathlib.Path:
   """The NAS-Bench-Macro JSON beside the repo (../shared/data)."""
-  path = SHARED_DATA / "nasbench_macro" / "nas-bench-macro_cifar10.json"
-  if not path.exists():
-    pytest.skip(f"NAS-Bench-Macro table not found at {path}")
-  return path
+  return _shared_table("nasbench_macro/nas-bench-macro_cifar10.json", "NAS-Bench-Macro")
 
 
 def pytest_sessionfinish(session, exitstatus):
