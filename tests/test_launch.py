@@ -53,8 +53,9 @@ def test_gpu_dry_run():
 @pytest.mark.parametrize("config, extra", [
     ("configs/nb201.py:small", []),  # A search: --dtype has nothing to set.
     ("configs/cifar_final.py:small", [])])
-def test_the_printed_gpu_command_runs_here(config, extra, tmp_path, nb201_table_path):
-  del nb201_table_path  # The nb201 search needs the table; skips without it.
+def test_the_printed_gpu_command_runs_here(config, extra, tmp_path, request):
+  if "nb201" in config:
+    request.getfixturevalue("nb201_table_path")  # Skips without the table.
   result = launch("gpu.sh", f"--config={config}", f"--workdir={tmp_path}", "--bf16",
                   "--dry-run", *extra)
   assert result.returncode == 0, result.stderr
