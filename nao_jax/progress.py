@@ -12,6 +12,9 @@ import sys
 
 import tqdm
 
+# No monitor thread: the bars are updated from the loops themselves.
+tqdm.tqdm.monitor_interval = 0
+
 
 def enabled() -> bool:
   forced = os.environ.get("NAO_JAX_PROGRESS", "")

@@ -52,6 +52,15 @@ def tensorboard_scalars(path: pathlib.Path) -> dict[str, list[tuple[int, float]]
   return scalars
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops each module's compiled programs from memory when it ends (the
+  persistent cache keeps them for later modules): a long session's memory stays flat."""
+  yield
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.clear_caches()
+
+
 def _shared_table(relative: str, name: str) -> pathlib.Path:
   """``SHARED_DATA / relative``; skips the test when it is missing."""
   path = SHARED_DATA / relative

@@ -12,10 +12,13 @@ from tests.conftest import REPO
 def test_bars_are_off_without_a_terminal_and_forced_by_the_environment(monkeypatch):
   monkeypatch.delenv("NAO_JAX_PROGRESS", raising=False)
   assert not progress.enabled()  # pytest captures stderr.
-  assert progress.bar(10, "x", "step").disable
+  with progress.bar(10, "x", "step") as bar:
+    assert bar.disable
   monkeypatch.setenv("NAO_JAX_PROGRESS", "1")
-  assert progress.enabled() and not progress.bar(10, "x", "step").disable
-  assert progress.bar(10, "x", "step", show=False).disable  # A trial's thread.
+  with progress.bar(10, "x", "step") as bar:
+    assert progress.enabled() and not bar.disable
+  with progress.bar(10, "x", "step", show=False) as bar:
+    assert bar.disable  # A trial's thread.
   monkeypatch.setenv("NAO_JAX_PROGRESS", "0")
   assert not progress.enabled()
 
