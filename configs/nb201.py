@@ -11,10 +11,9 @@ exactly the result of an uninterrupted run.
 
 Searches on ``c10v_valid_200`` (CIFAR-10 valid accuracy, 200 epochs) and
 reports ``c10_test_200`` of the best architecture found; the optimum is
-94.37 (arch index 6111). Measured at 100 / 150 evaluations (mean over 100 seeds,
-benchmarks/results/nb201.md): random 93.75 / 93.85, regularized evolution
-94.14 / 94.22, REINFORCE 94.06 / 94.18, NAO 94.26 / 94.35 (NAO finds the
-optimum in 72% / 93% of the runs). Other columns: the 12-epoch
+94.37 (arch index 6111). Search quality of every strategy, on seeds no setting
+was tuned on: benchmarks/results/search_nb201_c10.md (on NAO's tuning seeds
+0-99: nb201.md). Other columns: the 12-epoch
 ``c100_valid_12``/``c100_test_12`` or ``in16_valid_12``/``in16_test_12``.
 
 ``configs/nb201.py:small`` is the variant that tests run (budget 30);
