@@ -410,16 +410,12 @@ def _write_scalars(tb: tensorboard.Writer, result: RoundResult,
   and, where the strategy forecast the round's scores, Kendall's tau between its
   forecasts and the scores (a prediction made before the scores were known)."""
   metric, report = evaluator.search_metric, evaluator.report_metric
-  best = best_record(records[:first])
+  best_scores, best_reports = viz.best_so_far(records, report)
   for done in range(first, len(records)):
-    record = records[done]
-    if record.get("failed"):
-      continue
-    if best is None or record["score"] > best["score"]:
-      best = record
-    tb.scalars(done + 1, {f"search/{metric}": record["score"],
-                          f"search/best_{metric}": best["score"],
-                          f"search/best_{report}": best["report"][report]})
+    if not records[done].get("failed"):
+      tb.scalars(done + 1, {f"search/{metric}": records[done]["score"],
+                            f"search/best_{metric}": best_scores[done],
+                            f"search/best_{report}": best_reports[done]})
   tb.scalars(result.round, {"search/wall_seconds": seconds})
   forecast = [r for r in succeeded(result.records) if "predicted" in r]
   if len(forecast) >= 2:
