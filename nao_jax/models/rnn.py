@@ -1,0 +1,170 @@
+"""The PTB language model of an ``rnn``-space cell (reference §1.3): embedding,
+one recurrent cell scanned over time, and a softmax decoder tied to the embedding.
+
+The cell (``cell_step``): node 0 is ``s0 = h + sigmoid(c0) * (tanh(h0) - h)``
+with ``[c0, h0] = [x, h] W0``; node ``j`` reads ``s_p`` (its predecessor ``p``)
+and computes ``s_j = s_p + sigmoid(c) * (f(h) - s_p)`` with ``[c, h] = s_p W_j``;
+the new hidden state is the mean of nodes 1..N.
+
+Regularisation as in the reference's final training (``NAO/rnn/model.py``):
+word-level embedding dropout (whole rows of the embedding), locked (variational)
+dropout on the embedded input (``dropout_i``) and on the cell's output
+(``dropout``), and, inside the cell, one mask per sequence on ``x``
+(``dropout_x``) and on every state entering a matrix (``dropout_h``).
+``weight_dropout`` (DropConnect on ``W0``, one mask per sequence) is an
+AWD-LSTM regulariser the reference does not use: its default is off.
+Every weight is drawn uniformly from ``[-init_range, init_range]``; the decoder
+bias starts at zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nao_jax.spaces.rnn import RnnArch, RnnSpace
+
+ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
+    "tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
+    "identity": lambda x: x,
+}
+
+
+def cell_step(w0: jnp.ndarray, ws: Sequence[jnp.ndarray], x: jnp.ndarray, h: jnp.ndarray,
+              nodes: Sequence[tuple[int, str]], x_mask: Any = 1.0,
+              h_mask: Any = 1.0) -> jnp.ndarray:
+  """One time step of the cell.
+
+  Args:
+    w0: ``[D + H, 2H]``, node 0's matrix (input rows first).
+    ws: N matrices ``[H, 2H]``, one per node 1..N.
+    x: ``[B, D]`` input; h: ``[B, H]`` previous hidden state.
+    nodes: ``(predecessor, activation name)`` of nodes 1..N.
+    x_mask, h_mask: dropout masks ``[B, D]`` / ``[B, H]`` (already scaled) or 1.
+  Returns:
+    The new hidden state ``[B, H]`` (h's dtype).
+  """
+  size = h.shape[-1]
+  xh = jnp.concatenate([x * x_mask, h * h_mask], axis=-1).astype(w0.dtype)
+  gates = jnp.dot(xh, w0).astype(h.dtype)
+  states = [h + jax.nn.sigmoid(gates[:, :size]) * (jnp.tanh(gates[:, size:]) - h)]
+  for w, (predecessor, activation) in zip(ws, nodes):
+    s = states[predecessor]
+    gates = jnp.dot((s * h_mask).astype(w.dtype), w).astype(h.dtype)
+    states.append(s + jax.nn.sigmoid(gates[:, :size]) *
+                  (ACTIVATIONS[activation](gates[:, size:]) - s))
+  return jnp.mean(jnp.stack(states[1:]), axis=0)
+
+
+def _mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jnp.ndarray:
+  """A float32 dropout mask of ``shape``: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
+  return jax.random.bernoulli(key, 1.0 - rate, shape).astype(jnp.float32) / (1.0 - rate)
+
+
+class RnnLanguageModel(nn.Module):
+  """Embedding -> recurrent cell over time -> tied softmax decoder.
+
+  Attributes:
+    arch: the cell (checked against ``space``).
+    space: the ``rnn`` space whose activation order ``arch`` uses.
+    vocab_size: words in the vocabulary.
+    hidden_size: embedding and hidden size (equal: the decoder is the embedding).
+    dropout: locked dropout on the cell's output (before the decoder).
+    dropout_h: the cell's mask on the hidden state and on every node's input.
+    dropout_x: the cell's mask on its input.
+    dropout_i: locked dropout on the embedded words.
+    dropout_e: embedding dropout (a dropped word is zero everywhere in the batch).
+    weight_dropout: DropConnect on ``W0``.
+    init_range: the uniform initialisation's bound.
+    dtype: compute dtype of the matrix products (parameters stay float32).
+  """
+  arch: RnnArch
+  space: RnnSpace
+  vocab_size: int
+  hidden_size: int = 850
+  dropout: float = 0.75
+  dropout_h: float = 0.25
+  dropout_x: float = 0.75
+  dropout_i: float = 0.2
+  dropout_e: float = 0.0
+  weight_dropout: float = 0.0
+  init_range: float = 0.04
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.space.check(self.arch)
+    init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -self.init_range,
+                                                 self.init_range)
+    size = self.hidden_size
+    self.embedding = self.param("embedding", init, (self.vocab_size, size))
+    self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
+    self.w0 = self.param("w0", init, (2 * size, 2 * size))
+    self.ws = [self.param(f"w{j}", init, (size, 2 * size))
+               for j in range(1, len(self.arch.nodes) + 1)]
+
+  def __call__(self, tokens: jnp.ndarray, hidden: jnp.ndarray, mask: jnp.ndarray | None = None,
+               train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Runs the model over a window.
+
+    Args:
+      tokens: int32 ``[B, T]`` input words.
+      hidden: float32 ``[B, H]`` hidden state before the window.
+      mask: float32 ``[T]``, 1 for real time steps, 0 for padding at the end (the
+        hidden state stops changing there); None: all real.
+      train: dropout on (needs the ``dropout`` rng).
+    Returns:
+      ``(logits float32 [B, T, V], hidden [B, H] after the last real step,
+      {'raw': cell outputs [B, T, H], 'dropped': the decoder's inputs [B, T, H]})``.
+    """
+    batch, steps = tokens.shape
+    size = self.hidden_size
+    nodes = [(node.predecessor, self.space.activations[node.activation])
+             for node in self.arch.nodes]
+    embedding, w0 = self.embedding, self.w0
+    ones = lambda shape: jnp.ones(shape, jnp.float32)
+    if train:
+      key = self.make_rng("dropout")
+      keys = jax.random.split(key, 6)
+      if self.dropout_e:
+        embedding = embedding * _mask(keys[0], (self.vocab_size, 1), self.dropout_e)
+      if self.weight_dropout:
+        w0 = w0 * _mask(keys[1], w0.shape, self.weight_dropout)
+      in_mask = _mask(keys[2], (batch, 1, size), self.dropout_i)
+      x_mask = _mask(keys[3], (batch, size), self.dropout_x)
+      h_mask = _mask(keys[4], (batch, size), self.dropout_h)
+      out_mask = _mask(keys[5], (batch, 1, size), self.dropout)
+    else:
+      in_mask, x_mask, h_mask, out_mask = ones((1, 1, 1)), 1.0, 1.0, ones((1, 1, 1))
+    x = jnp.take(embedding, tokens, axis=0) * in_mask
+    ws = [w.astype(self.dtype) for w in self.ws]
+    w0 = w0.astype(self.dtype)
+    mask = jnp.ones((steps,), jnp.float32) if mask is None else mask
+
+    def step(h, inputs):
+      x_t, real = inputs
+      new = cell_step(w0, ws, x_t, h, nodes, x_mask, h_mask)
+      new = jnp.where(real > 0, new, h)
+      return new, new
+
+    hidden, raw = jax.lax.scan(step, hidden.astype(jnp.float32),
+                               (jnp.swapaxes(x, 0, 1), mask))
+    raw = jnp.swapaxes(raw, 0, 1)
+    dropped = raw * out_mask
+    logits = jnp.dot(dropped.astype(self.dtype), self.embedding.T.astype(self.dtype))
+    logits = logits.astype(jnp.float32) + self.decoder_bias
+    return logits, hidden, {"raw": raw, "dropped": dropped}
+
+
+def count_params(params: Any) -> int:
+  """The number of parameters in a (possibly abstract) parameter tree."""
+  return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def abstract_params(model: RnnLanguageModel) -> Any:
+  """The parameter tree's shapes (``jax.ShapeDtypeStruct`` leaves), nothing computed."""
+  tokens = jax.ShapeDtypeStruct((1, 2), jnp.int32)
+  hidden = jax.ShapeDtypeStruct((1, model.hidden_size), jnp.float32)
+  return jax.eval_shape(model.init, jax.random.key(0), tokens, hidden)["params"]
