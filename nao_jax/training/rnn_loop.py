@@ -329,11 +329,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                train_cfg.batch_size * sum(plan[w][1] for w in range(done - len(losses), done))
                / (time.time() - last_time))
           losses, last_time = [], time.time()
-        if preempted:
+        if preempted and done < len(plan):  # At an epoch's end, the epoch's checkpoint.
           meta.update(epoch=epoch, window=done)
           save(_global_hidden(hidden))
-          raise Preempted(f"SIGTERM at step {int(state.step[0])}: saved a checkpoint in "
-                          f"{ckpt.directory}; run the same command again to resume.")
+          raise Preempted(_preempted_message(state, ckpt))
       host_state = step_lib.unreplicate(state)
       current = host_state.average if averaging else host_state.params
       valid_loss = None
@@ -357,6 +356,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       meta.update(epoch=epoch + 1, window=0)
       hidden = _shard(np.zeros((local_rows.shape[0], model.hidden_size), np.float32), devices)
       save(np.zeros((train_cfg.batch_size, model.hidden_size), np.float32))
+      if preempted:
+        raise Preempted(_preempted_message(state, ckpt))
     test_loss, test_ppl = perplexity(eval_fn, best, test_rows, train_cfg.bptt, devices[0])
     writer.scalars(int(step_lib.unreplicate(state.step)), {"test/perplexity": test_ppl})
   finally:
@@ -381,6 +382,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   print(f"test perplexity {test_ppl:.2f} (best valid {results['best_valid_perplexity']}); "
         f"{num_params:,} params; wrote {os.path.join(workdir, 'results.json')}")
   return results
+
+
+def _preempted_message(state: RnnState, ckpt: checkpoint.Checkpointer) -> str:
+  return (f"SIGTERM at step {int(state.step[0])}: saved a checkpoint in {ckpt.directory}; "
+          "run the same command again to resume.")
 
 
 def _log(writer, metrics, step, epoch, done, windows, rate, words_per_second) -> None:
