@@ -228,7 +228,9 @@ def _host_rows(rows: np.ndarray) -> np.ndarray:
 
 def _global_hidden(hidden: jax.Array) -> np.ndarray:
   """The hidden state of every row of the global batch, ``[batch, H]``, on every host."""
-  local = np.asarray(hidden).reshape(-1, hidden.shape[-1])
+  shards = sorted(hidden.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+  local = np.concatenate([np.asarray(shard.data) for shard in shards]).reshape(
+      -1, hidden.shape[-1])
   if jax.process_count() == 1:
     return local
   return np.asarray(multihost_utils.process_allgather(local, tiled=True))
@@ -289,7 +291,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   step_key = jax.random.fold_in(key, 1)
   num_params = rnn_model.count_params(params)
   print(f"{config.arch}: {space.to_string(arch)}; {num_params:,} parameters, vocabulary "
-        f"{len(corpus.vocab)}, {len(corpus.train):,} training tokens")
+        f"{len(corpus.vocab)}, {len(corpus.train):,} training tokens, {corpus.unknown:,} "
+        "valid/test words read as <unk>")
 
   writer = tensorboard.writer(workdir, "train")
   preempted = []
@@ -325,7 +328,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         bar.update(1 / len(plan))
         done = window + 1
         if done % train_cfg.log_every_steps == 0 or done == len(plan) or preempted:
-          _log(writer, losses, int(state.step[0]), epoch, done, len(plan), rate,
+          _log(writer, losses, _step(state), epoch, done, len(plan), rate,
                train_cfg.batch_size * sum(plan[w][1] for w in range(done - len(losses), done))
                / (time.time() - last_time))
           losses, last_time = [], time.time()
@@ -359,7 +362,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       if preempted:
         raise Preempted(_preempted_message(state, ckpt))
     test_loss, test_ppl = perplexity(eval_fn, best, test_rows, train_cfg.bptt, devices[0])
-    writer.scalars(int(step_lib.unreplicate(state.step)), {"test/perplexity": test_ppl})
+    writer.scalars(_step(state), {"test/perplexity": test_ppl})
   finally:
     if in_main:
       signal.signal(signal.SIGTERM, previous_handler)
@@ -370,7 +373,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   results = {
       "arch": config.arch, "arch_string": space.to_string(arch), "dataset": "ptb",
       "train_split": config.data.train_split, "epochs": train_cfg.epochs,
-      "steps": int(step_lib.unreplicate(state.step)), "params": num_params,
+      "steps": _step(state), "params": num_params,
       "vocab_size": len(corpus.vocab), "best_valid_perplexity":
           math.exp(best_valid) if best_valid is not None else None,
       "test_perplexity": test_ppl, "test_loss": test_loss, "asgd_epoch": meta["asgd_epoch"],
@@ -384,8 +387,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return results
 
 
+def _step(state: RnnState) -> int:
+  """The number of steps a replicated state has done."""
+  return int(step_lib.unreplicate(state.step))
+
+
 def _preempted_message(state: RnnState, ckpt: checkpoint.Checkpointer) -> str:
-  return (f"SIGTERM at step {int(state.step[0])}: saved a checkpoint in {ckpt.directory}; "
+  return (f"SIGTERM at step {_step(state)}: saved a checkpoint in {ckpt.directory}; "
           "run the same command again to resume.")
 
 
