@@ -21,7 +21,9 @@ import os
 from typing import Any
 
 from absl import logging
+from etils import epath
 
+from nao_jax import atomic
 from nao_jax.workdir import WorkdirError
 
 REQUIRED_FIELDS = ("index", "round", "hash", "tokens", "score", "report", "cost")
@@ -38,12 +40,16 @@ def _parse(line: bytes, number: int, indices: set[int]) -> dict[str, Any]:
   return record
 
 
+def _is_local(path: str) -> bool:
+  return "://" not in path
+
+
 def read(path: str) -> list[dict[str, Any]]:
   """The records of ``path`` (``[]`` if missing), repairing a damaged last line."""
-  if not os.path.exists(path):
+  file = epath.Path(path)
+  if not file.exists():
     return []
-  with open(path, "rb") as f:
-    data = f.read()
+  data = file.read_bytes()
   lines = data.split(b"\n")
   complete, tail = lines[:-1], lines[-1]  # tail: text after the last newline.
   records, good_bytes, indices = [], 0, set()
@@ -58,40 +64,68 @@ def read(path: str) -> list[dict[str, Any]]:
       tail = line + b"\n"
       break
     good_bytes += len(line) + 1
-  if tail:
-    _quarantine(path, data[good_bytes:], good_bytes)
+  if tail and atomic.is_writer():
+    _quarantine(path, data, good_bytes)
   return records
 
 
-def _quarantine(path: str, damaged: bytes, good_bytes: int) -> None:
-  """Moves the damaged last line to ``path.corrupt`` and truncates ``path``."""
-  with open(path + ".corrupt", "ab") as f:
-    f.write(damaged if damaged.endswith(b"\n") else damaged + b"\n")
-    f.flush()
-    os.fsync(f.fileno())
-  with open(path, "r+b") as f:
-    f.truncate(good_bytes)
-    f.flush()
-    os.fsync(f.fileno())
+def _quarantine(path: str, data: bytes, good_bytes: int) -> None:
+  """Appends the damaged last line of ``data`` (the file's bytes) to ``path.corrupt``
+  and cuts ``path`` to its first ``good_bytes``."""
+  damaged = data[good_bytes:]
+  damaged = damaged if damaged.endswith(b"\n") else damaged + b"\n"
+  if _is_local(path):
+    with open(path + ".corrupt", "ab") as f:
+      f.write(damaged)
+      f.flush()
+      os.fsync(f.fileno())
+    with open(path, "r+b") as f:
+      f.truncate(good_bytes)
+      f.flush()
+      os.fsync(f.fileno())
+  else:  # Object stores have no append or truncate: rewrite both objects.
+    corrupt = epath.Path(path + ".corrupt")
+    atomic.write_bytes(corrupt, (corrupt.read_bytes() if corrupt.exists() else b"") + damaged)
+    atomic.write_bytes(path, data[:good_bytes])
   logging.warning("%s: the last line was truncated or corrupt (an interrupted write); moved "
                   "it to %s.corrupt and kept the %d bytes before it.", path, path, good_bytes)
   print(f"warning: {path}: damaged last line moved to {path}.corrupt; it will be re-evaluated.")
 
 
 class Writer:
-  """Appends records to ``path``, each flushed and fsynced before ``append`` returns."""
+  """Appends records to ``path``; each is durable when ``append`` returns.
+
+  A local file is appended to, flushed and fsynced. An object store (``gs://``)
+  has no append: the whole file is rewritten atomically with each record (a
+  search writes thousands of lines at most). On a multi-process run only process
+  0 writes (``atomic.is_writer``).
+  """
 
   def __init__(self, path: str):
     self.path = path
-    self._file = open(path, "a", encoding="utf-8")
+    self._file = None
+    self._lines = None
+    if not atomic.is_writer():
+      return
+    if _is_local(path):
+      self._file = open(path, "a", encoding="utf-8")
+    else:
+      file = epath.Path(path)
+      self._lines = file.read_text() if file.exists() else ""
 
   def append(self, record: dict[str, Any]) -> None:
-    self._file.write(json.dumps(record, sort_keys=True) + "\n")
-    self._file.flush()
-    os.fsync(self._file.fileno())
+    line = json.dumps(record, sort_keys=True) + "\n"
+    if self._file is not None:
+      self._file.write(line)
+      self._file.flush()
+      os.fsync(self._file.fileno())
+    elif self._lines is not None:
+      self._lines += line
+      atomic.write_text(self.path, self._lines)
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
 
   def __enter__(self) -> "Writer":
     return self

@@ -43,7 +43,17 @@ _CACHE = flags.DEFINE_string(
     "if set, wins.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() before the job: every host of a "
-    "multi-host TPU slice or GPU cluster runs the same command (launch/tpu.sh passes it).")
+    "multi-host TPU slice or GPU cluster runs the same command (launch/tpu.sh passes it). "
+    "On Cloud TPU, SLURM and the other clusters JAX detects, nothing else is needed; "
+    "elsewhere pass --coordinator_address, --num_processes and --process_id.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator (with --distributed; "
+    "default: detected, or $JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in the job (with --distributed; default: detected).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index, 0..num_processes-1 (with --distributed; "
+    "default: detected).")
 _DTYPE = flags.DEFINE_enum(
     "dtype", None, ["float32", "bfloat16"], "Compute dtype of everything the job trains: sets "
     "every 'dtype' field of the config (train.dtype, final.train.dtype, ...); parameters stay "
@@ -121,6 +131,17 @@ def _set_every_dtype(config: Any, dtype: str) -> None:
       _set_every_dtype(config[key], dtype)
 
 
+def _initialize_distributed() -> None:
+  """Joins the multi-process job; CPU processes exchange collectives through gloo."""
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if any(v is not None for v in explicit[1:]) and None in explicit[1:]:
+    _fail("--num_processes and --process_id go together; pass both, or neither to detect them.")
+  if _PROCESS_ID.value is not None and not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+    _fail(f"--process_id={_PROCESS_ID.value} must be in 0..{_NUM_PROCESSES.value - 1}.")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(*explicit)
+
+
 def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     # Progress goes to stdout; library INFO logs (orbax saves, backend probing)
@@ -142,7 +163,7 @@ def main(argv: list[str]) -> None:
   _prefer_fast_cpu_compiles()
   _enable_compilation_cache(_CACHE.value)
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    _initialize_distributed()
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices())
   workdir = _WORKDIR.value

@@ -28,6 +28,7 @@ import json
 import os
 from typing import Any
 
+from etils import epath
 import ml_collections
 
 from nao_jax import atomic
@@ -41,10 +42,9 @@ def _train_child(config: ml_collections.ConfigDict, section: str, arch_path: str
                  directory: str) -> dict[str, Any]:
   """The child trainer's results in ``directory``, training only if it has none yet
   (a resumed pipeline does not retrain a finished child)."""
-  done = os.path.join(directory, "results.json")
-  if os.path.exists(done):
-    with open(done) as f:
-      return json.load(f)
+  done = epath.Path(directory) / "results.json"
+  if done.exists():
+    return json.loads(done.read_text())
   return loop.run(loop.section_config(config, section, arch_path), directory)
 
 

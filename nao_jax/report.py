@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+from etils import epath
 import numpy as np
 
 from nao_jax import history
@@ -31,10 +32,8 @@ _OUT = flags.DEFINE_string("out", "", "Directory for the PNGs (default: the firs
 
 
 def _json(path: str) -> dict[str, Any] | None:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  file = epath.Path(path)
+  return json.loads(file.read_text()) if file.exists() else None
 
 
 def summarise(workdir: str) -> dict[str, Any]:
@@ -46,8 +45,7 @@ def summarise(workdir: str) -> dict[str, Any]:
   if config is None:
     raise ValueError(f"--workdir={workdir} holds no config.json: not a nao_jax workdir.")
   history_path = os.path.join(workdir, "history.jsonl")
-  records = sorted(history.read(history_path), key=lambda r: r["index"]) if os.path.exists(
-      history_path) else []
+  records = sorted(history.read(history_path), key=lambda r: r["index"])
   results = (_json(os.path.join(workdir, "results.json")) or
              _json(os.path.join(workdir, "final", "results.json")))
   return {"workdir": workdir, "config": config, "records": records,
@@ -93,7 +91,7 @@ def write_plots(summaries: Sequence[dict[str, Any]], out: str) -> list[str]:
   for summary in summaries:
     records = [r for r in summary["records"] if r.get("score") is not None]
     if records:
-      name = os.path.basename(os.path.normpath(summary["workdir"]))
+      name = epath.Path(summary["workdir"]).name
       curves[name] = _curve(summary["records"])
   if curves:
     written.append(viz.plot_curves(curves, os.path.join(out, "search.png"),
@@ -103,7 +101,7 @@ def write_plots(summaries: Sequence[dict[str, Any]], out: str) -> list[str]:
     if not best or not str(best.get("space", "")).startswith("nasnet("):
       continue
     space, arch = loop.arch_from_record(best, "best_arch.json")
-    name = os.path.basename(os.path.normpath(summary["workdir"]))
+    name = epath.Path(summary["workdir"]).name
     for cell_type in ("normal", "reduction"):
       written.append(viz_cells.plot_cell(space, arch, cell_type,
                                          os.path.join(out, f"{name}_{cell_type}_cell.png")))

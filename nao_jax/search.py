@@ -50,6 +50,7 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import logging
+from etils import epath
 import ml_collections
 import numpy as np
 
@@ -342,7 +343,7 @@ def execute(config: ml_collections.ConfigDict, workdir: str
   docstring); returns ``(evaluator, records)``, all records in index order."""
   space, evaluator, strategy, state, pool = setup(config)
   total = budget(config, evaluator, pool)
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   history_path = os.path.join(workdir, "history.jsonl")
   recorded = history.read(history_path)
   checkpoints = _Checkpoints(os.path.join(workdir, "checkpoints"), config, strategy, evaluator)

@@ -6,14 +6,22 @@ event files without TensorFlow), written by process 0 only.
 
 On other processes the writer drops everything, so callers need no checks. The
 event file is created at the first scalar: a job that writes none leaves no file.
+A workdir on an object store (``gs://``, any ``etils.epath`` path) is written
+through a local staging directory whose event files are copied there at most
+every ``UPLOAD_SECONDS`` and at ``close`` (no cloud SDK needed beyond epath's).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+import time
 from typing import Any, Mapping
 
+from etils import epath
 import jax
+
+UPLOAD_SECONDS = 60.0
 
 
 class Writer:
@@ -22,6 +30,8 @@ class Writer:
   def __init__(self, directory: str | None):
     self.directory = directory
     self._summary = None
+    self._staging = None  # Local directory mirrored to a remote ``directory``.
+    self._uploaded = 0.0
 
   def scalars(self, step: int, values: Mapping[str, Any]) -> None:
     """Writes each ``name: value`` at ``step``."""
@@ -29,14 +39,32 @@ class Writer:
       return
     if self._summary is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._summary = SummaryWriter(self.directory)
+      local = self.directory
+      if "://" in self.directory:
+        self._staging = local = tempfile.mkdtemp(prefix="nao_jax_tb_")
+        self._uploaded = time.time()
+      self._summary = SummaryWriter(local)
     for name, value in values.items():
       self._summary.add_scalar(name, float(value), int(step))
+    if self._staging and time.time() - self._uploaded > UPLOAD_SECONDS:
+      self._summary.flush()
+      self._upload()
+
+  def _upload(self) -> None:
+    """Copies the staged event files to the remote directory."""
+    target = epath.Path(self.directory)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(self._staging):
+      with open(os.path.join(self._staging, name), "rb") as f:
+        (target / name).write_bytes(f.read())
+    self._uploaded = time.time()
 
   def close(self) -> None:
     if self._summary is not None:
       self._summary.close()
       self._summary = None
+      if self._staging:
+        self._upload()
     self.directory = None  # Nothing more after close.
 
   def __enter__(self) -> "Writer":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import matplotlib
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from nao_jax import atomic  # noqa: E402
 
 
 def best_so_far(records: Sequence[dict[str, Any]], report_metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +30,6 @@ def plot_search(records: Sequence[dict[str, Any]], path: str, search_metric: str
                 report_metric: str, title: str = "") -> str:
   """Writes a PNG of best-so-far search score (and its reported metric) against
   evaluations; returns ``path``."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   scores, reports = best_so_far(records, report_metric)
   steps = np.arange(1, len(records) + 1)
   evaluated = np.array([np.nan if r["score"] is None else r["score"] for r in records], float)
@@ -47,7 +47,7 @@ def plot_search(records: Sequence[dict[str, Any]], path: str, search_metric: str
   axis.grid(alpha=0.3)
   axis.legend(loc="lower right")
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  atomic.write_figure(path, figure)
   plt.close(figure)
   return path
 
@@ -55,7 +55,6 @@ def plot_search(records: Sequence[dict[str, Any]], path: str, search_metric: str
 def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str,
                 ylabel: str, title: str = "", optimum: float | None = None) -> str:
   """Mean curves with bands: ``curves[name] = (x [N], mean [N], half_width [N])``."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   figure, axis = plt.subplots(figsize=(7, 4.5))
   for name, (x, mean, half_width) in curves.items():
     axis.plot(x, mean, label=name)
@@ -73,6 +72,6 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], pa
   axis.grid(alpha=0.3)
   axis.legend(loc="lower right")
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  atomic.write_figure(path, figure)
   plt.close(figure)
   return path

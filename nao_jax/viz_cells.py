@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import matplotlib
@@ -11,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nao_jax import atomic  # noqa: E402
 from nao_jax.spaces.nasnet import loose_ends, state_name  # noqa: E402
 
 
@@ -48,9 +48,8 @@ def plot_cell(space: Any, arch: Any, cell_type: str, path: str) -> str:
   axis.set_ylim(-0.1, 1.1)
   axis.axis("off")
   axis.set_title(f"{cell_type} cell")
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  atomic.write_figure(path, figure)
   plt.close(figure)
   return path
 
@@ -72,8 +71,7 @@ def plot_predictions(predicted: Sequence[float], measured: Sequence[float], path
   axis.set_title(title, fontsize=9)
   axis.grid(alpha=0.3)
   axis.legend(loc="upper left")
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  atomic.write_figure(path, figure)
   plt.close(figure)
   return path

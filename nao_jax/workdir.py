@@ -15,7 +15,8 @@ resume checked against the settings recorded there.
    otherwise ``ConfigError`` lists the differences.
 
 Only then is ``config.json`` (re)written. Paths with a scheme (``gs://``) are
-not locked: a file lock needs a local filesystem.
+not locked: a file lock needs a local filesystem. In a multi-process job,
+process 0 locks the (shared) workdir for every process.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import json
 import os
 from typing import Any, Iterator
 
+from etils import epath
 import filelock
 import ml_collections
 
+from nao_jax import atomic
 from nao_jax import configuration
 from nao_jax import strategies
 
@@ -50,8 +53,10 @@ def _local(workdir: str) -> bool:
 
 
 def create(workdir: str) -> None:
-  """Makes ``workdir`` if missing and checks that files can be written there."""
+  """Makes ``workdir`` if missing and checks that files can be written there (a
+  ``gs://`` workdir: made, its permissions found by the first write)."""
   if not _local(workdir):
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     return
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -70,8 +75,9 @@ def create(workdir: str) -> None:
 @contextlib.contextmanager
 def lock(workdir: str) -> Iterator[None]:
   """Holds ``workdir``'s lock while the block runs; ``WorkdirError`` naming the
-  holder's pid if another process has it."""
-  if not _local(workdir):
+  holder's pid if another process has it. Process 0 of a multi-process job
+  holds it for all of them."""
+  if not _local(workdir) or not atomic.is_writer():
     yield
     return
   pid_path = os.path.join(workdir, ".lock.pid")
@@ -115,12 +121,11 @@ def _may_change(field: str, strategy: Any) -> bool:
 def check_resume(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses (``ConfigError``) a config whose settings differ from those recorded
   in ``workdir/config.json`` but for ``MAY_CHANGE``; no-op for a new workdir."""
-  path = os.path.join(workdir, "config.json")
-  if not _local(workdir) or not os.path.exists(path):
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
     return
   try:
-    with open(path) as f:
-      recorded = _flatten(json.load(f))
+    recorded = _flatten(json.loads(path.read_text()))
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path} is unreadable ({e}); it records the run in this workdir: "
                        "restore it or pass a new --workdir.") from None

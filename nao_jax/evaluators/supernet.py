@@ -2,7 +2,8 @@
 
 ``SupernetEvaluator(space, data, config, seed, eval_every)`` (registered as
 ``supernet``: ``build(config)``) holds the supernet's train state replicated over
-the local devices. It is a pool evaluator (``evaluators.base``): its scores drift
+the local devices (on a multi-process run, every process's: each feeds its share
+of the global batch and the gradients are averaged over all). It is a pool evaluator (``evaluators.base``): its scores drift
 as the shared weights train, so the search keeps a pool and re-scores it each
 round; ``before_round`` trains the weights on the pool up to the round's
 scoring epoch (one round per ``eval_every`` epochs, the last epoch always
@@ -135,11 +136,13 @@ class SupernetEvaluator(Evaluator):
                        "config.data.split='search'.")
     local = jax.local_devices()
     wanted = config.num_devices or len(local)
+    processes = jax.process_count()
     configuration.check(config, [
-        ("num_devices", 1 <= wanted <= len(local),
-         f"this host has {len(local)} devices; use 0 (all) or 1..{len(local)}"),
-        ("batch_size", config.batch_size >= 1 and config.batch_size % wanted == 0,
-         f"must be a positive multiple of the {wanted} devices"),
+        ("num_devices", 1 <= wanted <= len(local) and (processes == 1 or wanted == len(local)),
+         f"this host has {len(local)} devices; use 0 (all) or 1..{len(local)} (all on a "
+         "multi-process run)"),
+        ("batch_size", config.batch_size >= 1 and config.batch_size % (wanted * processes) == 0,
+         f"must be a positive multiple of the {wanted * processes} devices"),
         ("batch_size", config.batch_size <= len(data.train),
          f"exceeds the {len(data.train)} training images"),
         ("eval_images", 1 <= config.eval_images <= len(data.valid),
@@ -176,7 +179,9 @@ class SupernetEvaluator(Evaluator):
     self._train = jax.pmap(functools.partial(
         train_step, model=self.model.clone(bn_axis_name=AXIS), tx=self.tx,
         schedule=self.schedule, total_steps=self.total_steps, hyper=hyper),
-        axis_name=AXIS, devices=self.devices, donate_argnums=(0,))
+        axis_name=AXIS, devices=step_lib.pmap_devices(self.devices), donate_argnums=(0,))
+    # Scoring has no collectives: every process scores the whole pool on its own
+    # devices with the same weights, so all reach the same scores.
     self._score = jax.pmap(functools.partial(score_archs, model=self.model),
                            in_axes=(0, None, None, 0), devices=self.devices)
     self._key = step_lib.replicate(jax.random.key(seed), self.devices)
@@ -207,11 +212,14 @@ class SupernetEvaluator(Evaluator):
     return int(np.random.default_rng([self.seed, 1, step]).integers(pool_size))
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    """The global batch of ``step``, ``[devices, per_device, ...]``."""
+    """This process's share of the global batch of ``step``, ``[local devices,
+    per_device, ...]`` (one process: the whole batch)."""
     epoch, index = divmod(step, self.steps_per_epoch)
     order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.data.train))
     size = self.config.batch_size
-    split = self.data.train.take(order[index * size:(index + 1) * size])
+    share = size // jax.process_count()
+    first = index * size + jax.process_index() * share
+    split = self.data.train.take(order[first:first + share])
     d = len(self.devices)
     return {"images": split.images.reshape(d, -1, *split.images.shape[1:]),
             "labels": split.labels.reshape(d, -1)}

@@ -1,4 +1,6 @@
-"""The ``train`` job: train one architecture data-parallel on all local devices.
+"""The ``train`` job: train one architecture data-parallel on all local devices
+(on a multi-process run, on every process's devices: each process feeds its
+share of the global batch, gradients are averaged over all of them).
 
 ``run(config, workdir)`` trains ``config.arch`` (a published name such as
 ``NAONet-A`` or the path of a ``best_arch.json``) on ``config.data`` with the
@@ -10,6 +12,7 @@ test set is evaluated once, after the last epoch; nothing is chosen by it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,7 +21,9 @@ import time
 from typing import Any, Sequence
 
 from absl import logging
+from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -60,11 +65,10 @@ def resolve_arch(arch: str) -> tuple[spaces.SearchSpace, Any]:
   the arch under ``"arch"``); nasnet, nb201 and macro archs."""
   if arch in known.NAMES:
     return known.get(arch)
-  if not os.path.exists(arch):
+  if not epath.Path(arch).is_file():
     raise ValueError(f"{arch!r} is neither a known architecture {list(known.NAMES)} nor an "
                      "existing best_arch.json file.")
-  with open(arch) as f:
-    text = f.read()
+  text = epath.Path(arch).read_text()
   try:
     record = json.loads(text)
   except json.JSONDecodeError:
@@ -255,6 +259,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       if preempted:
         raise Preempted(f"SIGTERM at step {done}: saved checkpoint {done} in "
                         f"{ckpt.directory}; run the same command again to resume.")
+    if jax.process_count() > 1:
+      check_processes_agree(step_lib.unreplicate(state.params))
     test = evaluate(eval_fn, state, data.test, config.train.eval_batch_size, len(devices))
     # Before the writer closes: one event file per run.
     writer.scalars(length.total_steps, {"test/accuracy": test})
@@ -277,6 +283,29 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   print(f"final test accuracy {test:.4f} (best valid {results['best_valid_accuracy']}); "
         f"{params:,} params; wrote {os.path.join(workdir, 'results.json')}")
   return results
+
+
+def parameter_digest(params: Any) -> str:
+  """sha256 of every leaf's bytes (in tree order): equal digests, bitwise equal
+  parameters."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+def check_processes_agree(params: Any) -> None:
+  """Raises ``RuntimeError`` unless every process of a multi-process run holds
+  the same ``params`` (host arrays): a process whose gradients were not averaged
+  with the others' diverges. Prints this process's digest."""
+  digest = parameter_digest(params)
+  print(f"process {jax.process_index()}/{jax.process_count()}: parameters sha256 {digest}",
+        flush=True)
+  as_bytes = np.frombuffer(bytes.fromhex(digest), np.uint8)
+  every = multihost_utils.process_allgather(as_bytes)
+  if not (every == as_bytes).all():
+    raise RuntimeError("the processes' parameters differ after training: their gradients "
+                       "were not averaged across hosts. Report this with the command.")
 
 
 def _check_finite(pending: list[dict[str, Any]], first: int, last: int,

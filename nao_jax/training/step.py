@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax
 import jax
@@ -251,9 +251,28 @@ def _is_key(x: Any) -> bool:
   return jnp.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
 
 
+def pmap_devices(devices: Sequence[Any]) -> tuple[Any, ...]:
+  """The devices a ``jax.pmap`` fed by this process's ``devices`` must span.
+
+  One process: ``devices`` themselves. Several (``jax.distributed``): JAX wants
+  every process's devices, in the same order on all, while each process feeds
+  and receives only its own shards; collectives over the axis then reach every
+  host. A multi-process run therefore uses all local devices.
+  Raises:
+    ValueError: ``devices`` are not all of this process's devices in a multi-process run.
+  """
+  if jax.process_count() == 1:
+    return tuple(devices)
+  if set(devices) != set(jax.local_devices()):
+    raise ValueError(f"a multi-process run trains on all {len(jax.local_devices())} local "
+                     f"devices of every process, not {len(devices)} of them.")
+  return tuple(jax.devices())
+
+
 def pmapped_steps(model: NasnetNetwork, tx: optax.GradientTransformation, hyper: Hyper,
                   length: Length, devices: list[Any] | None = None) -> tuple[Callable, Callable]:
-  """``(train_step, eval_step)`` pmapped over ``devices`` (default: all local).
+  """``(train_step, eval_step)`` pmapped over ``devices`` (default: all local; on a
+  multi-process run, see ``pmap_devices``).
 
   ``train_step(state, batch, key)``: state replicated, batch sharded on a
   leading device axis, key replicated; the state is donated. ``length`` reaches
@@ -262,7 +281,7 @@ def pmapped_steps(model: NasnetNetwork, tx: optax.GradientTransformation, hyper:
   final training of a re-ranked arch) neither traces nor compiles again.
   """
   devices = tuple(devices or jax.local_devices())
-  train, evaluate = _pmapped(model.clone(bn_axis_name=AXIS), tx, hyper, devices)
+  train, evaluate = _pmapped(model.clone(bn_axis_name=AXIS), tx, hyper, pmap_devices(devices))
   run_length = replicate(Length(*(np.int32(v) for v in length)), list(devices))
   return (lambda state, batch, key: train(state, batch, key, run_length)), evaluate
 
