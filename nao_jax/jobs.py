@@ -19,6 +19,7 @@ Job = Callable[[ml_collections.ConfigDict, str], None]
 JOBS = {
     "sample": "nao_jax.sample",
     "train": "nao_jax.training.loop",
+    "ptb": "nao_jax.training.rnn_loop",
     "search": "nao_jax.search",
     "nao_ws": "nao_jax.nao_ws",
 }
