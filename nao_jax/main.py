@@ -166,16 +166,25 @@ def main(argv: list[str]) -> None:
     _initialize_distributed()
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices())
-  workdir = _WORKDIR.value
   try:
-    job = jobs.get(config)
-    workdir_lib.create(workdir)
-    with workdir_lib.lock(workdir):
-      workdir_lib.check_resume(config, workdir)
-      configuration.write_resolved(config, workdir)
-      job(config, workdir)
+    run(config, _WORKDIR.value)
   except (configuration.ConfigError, workdir_lib.WorkdirError) as e:
     _fail(str(e))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Runs ``config.job`` in ``workdir`` (a local path or any ``etils.epath`` URL):
+  creates and locks it, refuses a resume with other settings, writes
+  ``config.json``, runs the job; returns what the job returns.
+  Raises:
+    configuration.ConfigError, workdir_lib.WorkdirError: one line naming the fix.
+  """
+  job = jobs.get(config)
+  workdir_lib.create(workdir)
+  with workdir_lib.lock(workdir):
+    workdir_lib.check_resume(config, workdir)
+    configuration.write_resolved(config, workdir)
+    return job(config, workdir)
 
 
 if __name__ == "__main__":
