@@ -31,6 +31,14 @@ Example:
   launch/tpu.sh run --name=nao --zone=us-central2-b --config=configs/cifar_final.py \
       --workdir=gs://my-bucket/naonet_a --override=--config.data.data_dir=gs://my-bucket/tfds
   launch/tpu.sh delete --name=nao --zone=us-central2-b
+
+Data: every worker reads CIFAR from one tensorflow-datasets directory on
+Cloud Storage, prepared once from any machine with the [tfds] extra:
+  python -c "import tensorflow_datasets as tfds; \
+      tfds.builder('cifar10', data_dir='gs://my-bucket/tfds').download_and_prepare()"
+then pass --override=--config.data.data_dir=gs://my-bucket/tfds (the same for
+cifar100). Pod slices: 'run' starts the command on every worker (--worker=all);
+each worker feeds its share of the global batch, process 0 writes the workdir.
 USAGE
 }
 

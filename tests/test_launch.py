@@ -49,6 +49,14 @@ def test_gpu_dry_run():
           "--workdir=/tmp/w --dtype=bfloat16") in result.stdout
 
 
+def test_gpu_dry_run_of_one_host_of_several():
+  result = launch("gpu.sh", "--config=configs/cifar.py", "--workdir=gs://b/w",
+                  "--coordinator=10.0.0.2:12345", "--hosts=2", "--host-id=1", "--dry-run")
+  assert result.returncode == 0, result.stderr
+  assert ("python -m nao_jax.main --config=configs/cifar.py --workdir=gs://b/w --distributed "
+          "--coordinator_address=10.0.0.2:12345 --num_processes=2 --process_id=1") in result.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config, extra", [
     ("configs/nb201.py:small", []),  # A search: --dtype has nothing to set.
@@ -108,6 +116,9 @@ def test_ray_dry_runs_start_the_cluster_and_submit_the_search():
     ("gpu.sh", ["--config=configs/cifar_final.py", "--workdir=/w", "--gpus=a"], "--gpus"),
     ("gpu.sh", ["--config=configs/cifar_final.py", "--workdir=/w", "--override=epochs=3"],
      "--override"),
+    ("gpu.sh", ["--config=configs/cifar_final.py", "--workdir=/w", "--coordinator=h:1",
+                "--hosts=2", "--host-id=2"], "--host-id"),
+    ("gpu.sh", ["--config=configs/cifar_final.py", "--workdir=/w", "--hosts=2"], "--coordinator"),
 ])
 def test_bad_arguments_fail_with_one_line(script, args, message):
   result = launch(script, *args, "--dry-run")
