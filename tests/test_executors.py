@@ -86,7 +86,6 @@ def test_a_bad_executor_setting_names_the_field(nb201_table_path):
     search.setup(config_for("random", workers=0))
 
 
-@pytest.mark.slow
 def test_ray_resubmits_a_lost_trial_then_records_it_as_failed(tmp_path, nb201_table_path):
   ray = pytest.importorskip("ray")
   config, _ = _faulty_config(

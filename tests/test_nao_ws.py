@@ -110,7 +110,6 @@ def uninterrupted(tmp_path_factory):
   return workdir, summary
 
 
-@pytest.mark.slow
 def test_quickstart_finds_and_trains_a_winner(uninterrupted):
   workdir, summary = uninterrupted
   records = history.read(os.path.join(workdir, "history.jsonl"))
@@ -156,7 +155,6 @@ def _cpu() -> str:
   return f"{model} avx512f" if "avx512f" in info else model
 
 
-@pytest.mark.slow
 def test_quickstart_results_equal_those_recorded_before_the_driver_was_shared(uninterrupted):
   workdir, summary = uninterrupted
   recorded = RECORDED["quickstart:small:nao"]
@@ -213,7 +211,6 @@ def _run_until(workdir, pattern):
   return process.returncode
 
 
-@pytest.mark.slow
 def test_quickstart_killed_in_every_phase_resumes_to_the_same_result(uninterrupted, tmp_path):
   full_workdir, summary = uninterrupted
   workdir = str(tmp_path / "run")

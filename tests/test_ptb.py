@@ -177,7 +177,6 @@ def needs_ptb():
     pytest.skip(f"PTB valid/test files not found in {SHARED_DATA / 'ptb'}")
 
 
-@pytest.mark.slow
 def test_small_training_beats_the_unigram_model(tmp_path, needs_ptb):
   config = _small_config(num_devices=2)
   results = rnn_loop.run(config, str(tmp_path))
@@ -197,7 +196,6 @@ def _final_state(workdir):
     host.close()
 
 
-@pytest.mark.slow
 def test_resume_repeats_an_uninterrupted_run(tmp_path, monkeypatch, needs_ptb):
   # Averaged SGD from epoch 2 on; the first 1000 lines train, the rest validate.
   settings = dict(epochs=2, asgd_epoch=1, num_devices=2)

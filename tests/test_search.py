@@ -184,7 +184,6 @@ def _run_and_kill(workdir, strategy, kill_at_lines, *flags):
   return process.returncode
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("strategy, flags", [
     ("nao", ()), ("evolution", ("--config.executor.workers=3",)), ("local", ()),
     ("random", ("--config.executor.name=ray", "--config.executor.workers=3",
