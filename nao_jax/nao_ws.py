@@ -18,6 +18,13 @@ and the winner's training (NAO-WS, reference §6.1).
 3. If ``config.final.enabled``, the winner is trained by the child trainer
    (``config.final``) in ``workdir/final`` and its test accuracy reported.
 
+An ``rnn``-space search (``configs/ptb.py``: the ``rnn_supernet`` evaluator)
+re-ranks and trains its cells with the Penn Treebank trainer
+(``training.rnn_loop``; ``config.rerank`` and ``config.final`` are its
+``model``, ``train`` and ``ckpt`` sections, the corpus is ``config.data``),
+ranks them by best validation perplexity and reports the winner's test
+perplexity (``rerank_valid_perplexity``, ``final_test_perplexity``).
+
 Each child training checkpoints itself; a rerun skips a child whose
 ``results.json`` exists. Plots in ``workdir/plots``.
 """
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from etils import epath
 import ml_collections
@@ -35,17 +42,64 @@ from nao_jax import atomic
 from nao_jax import configuration
 from nao_jax import search
 from nao_jax import viz_cells
+from nao_jax.spaces.rnn import RnnSpace
 from nao_jax.training import loop
+from nao_jax.training import rnn_loop
 
 
-def _train_child(config: ml_collections.ConfigDict, section: str, arch_path: str,
-                 directory: str) -> dict[str, Any]:
+def _train_cnn(config: ml_collections.ConfigDict, section: str, space: Any, arch: Any,
+               arch_path: str, directory: str) -> dict[str, Any]:
+  del space, arch  # The child trainer reads them from ``arch_path``.
+  return loop.run(loop.section_config(config, section, arch_path), directory)
+
+
+def _train_rnn(config: ml_collections.ConfigDict, section: str, space: RnnSpace, arch: Any,
+               arch_path: str, directory: str) -> dict[str, Any]:
+  """``rnn_loop.run`` of the cell with ``config.<section>``'s model, train and ckpt."""
+  child = ml_collections.ConfigDict({name: config[section][name].to_dict()
+                                     for name in ("model", "train", "ckpt")})
+  child.job, child.seed, child.arch = "ptb", config.seed, arch_path
+  child.data = ml_collections.ConfigDict(config.data.to_dict())
+  # rnn_loop resolves only published names: give it this cell for ``arch_path``.
+  published = rnn_loop._space_arch  # pylint: disable=protected-access
+  rnn_loop._space_arch = lambda name: (space, arch) if name == arch_path else published(name)
+  try:
+    return rnn_loop.run(child, directory)
+  finally:
+    rnn_loop._space_arch = published
+
+
+class _Trainer(NamedTuple):
+  """How a space's cells are re-ranked and trained: ``train(config, section, space,
+  arch, arch_path, directory)``, the results' validation and test metric (and the
+  direction of the first), and the summary names they take."""
+  train: Callable[..., dict[str, Any]]
+  valid: str
+  higher_is_better: bool
+  test: str
+  valid_name: str
+  test_name: str
+
+
+_CNN = _Trainer(_train_cnn, "best_valid_accuracy", True, "final_test_accuracy",
+                "rerank_valid_accuracy", "final_test_accuracy")
+_RNN = _Trainer(_train_rnn, "best_valid_perplexity", False, "test_perplexity",
+                "rerank_valid_perplexity", "final_test_perplexity")
+
+
+def _train_child(trainer: _Trainer, config: ml_collections.ConfigDict, section: str,
+                 space: Any, arch: Any, arch_path: str, directory: str) -> dict[str, Any]:
   """The child trainer's results in ``directory``, training only if it has none yet
   (a resumed pipeline does not retrain a finished child)."""
   done = epath.Path(directory) / "results.json"
   if done.exists():
     return json.loads(done.read_text())
-  return loop.run(loop.section_config(config, section, arch_path), directory)
+  return trainer.train(config, section, space, arch, arch_path, directory)
+
+
+def _arch(space: Any, record: dict[str, Any]) -> Any:
+  """The arch of a history record."""
+  return space.from_json(json.dumps({"space": space.signature(), **record["arch"]}))
 
 
 def last_pool(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,28 +117,36 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
        "must be in [1, pool_size]")])
   evaluator, records = search.execute(config, workdir)
   space = evaluator.space
+  trainer = _RNN if isinstance(space, RnnSpace) else _CNN
+  sign = 1.0 if trainer.higher_is_better else -1.0
   candidates = []
   for i, record in enumerate(last_pool(records)[:config.search.rerank_top]):
     directory = os.path.join(workdir, "rerank", str(i))
     arch_path = atomic.write_json(os.path.join(directory, "arch.json"),
                                   {"space": space.signature(), **record["arch"]})
     print(f"re-ranking {i + 1}/{config.search.rerank_top}: {record['string']}", flush=True)
-    result = _train_child(config, "rerank", arch_path, directory)
-    candidates.append((result["best_valid_accuracy"], -i, record))
+    result = _train_child(trainer, config, "rerank", space, _arch(space, record), arch_path,
+                          directory)
+    candidates.append((sign * result[trainer.valid], -i, record))
   valid, _, best = max(candidates, key=lambda c: (c[0], c[1]))
+  valid *= sign
   summary = {"space": space.signature(), **best["arch"], "string": best["string"],
              "hash": best["hash"], evaluator.search_metric: best["score"],
-             "rerank_valid_accuracy": valid}
+             trainer.valid_name: valid}
   best_path = atomic.write_json(os.path.join(workdir, "best_arch.json"), summary)
-  arch = space.from_json(json.dumps({"space": space.signature(), **best["arch"]}))
-  for cell_type in ("normal", "reduction"):
-    viz_cells.plot_cell(space, arch, cell_type,
-                        os.path.join(workdir, "plots", f"best_{cell_type}_cell.png"))
-  print(f"winner: {best['string']} (re-rank valid accuracy {valid:.4f}); wrote {best_path}",
+  arch = _arch(space, best)
+  if trainer is _CNN:
+    for cell_type in ("normal", "reduction"):
+      viz_cells.plot_cell(space, arch, cell_type,
+                          os.path.join(workdir, "plots", f"best_{cell_type}_cell.png"))
+  words = trainer.valid_name.replace("_", " ").removeprefix("rerank ")
+  print(f"winner: {best['string']} (re-rank {words} {valid:.4f}); wrote {best_path}",
         flush=True)
   if config.final.enabled:
-    final = _train_child(config, "final", best_path, os.path.join(workdir, "final"))
-    summary["final_test_accuracy"] = final["final_test_accuracy"]
+    final = _train_child(trainer, config, "final", space, arch, best_path,
+                         os.path.join(workdir, "final"))
+    summary[trainer.test_name] = final[trainer.test]
     atomic.write_json(best_path, summary)
-    print(f"final test accuracy of the winner: {final['final_test_accuracy']:.4f}", flush=True)
+    print(f"{trainer.test_name.replace('_', ' ')} of the winner: {final[trainer.test]:.4f}",
+          flush=True)
   return summary

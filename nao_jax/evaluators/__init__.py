@@ -30,6 +30,7 @@ _EVALUATORS: dict[str, Build | str] = {
     "nb201": "nao_jax.evaluators.tabular",
     "macro": "nao_jax.evaluators.tabular",
     "supernet": "nao_jax.evaluators.supernet",
+    "rnn_supernet": "nao_jax.evaluators.rnn_supernet",
     "child": "nao_jax.evaluators.child",
 }
 
