@@ -128,13 +128,14 @@ class RnnSupernet(nn.Module):
     size, count = self.hidden_size, len(self.space.activations)
     embedding = self.embedding
     if train:
-      keys = jax.random.split(self.make_rng("dropout"), 5)
+      # The final model's keys (its keys[1] drops W0's weights): the same masks.
+      keys = jax.random.split(self.make_rng("dropout"), 6)
       if self.dropout_e:
         embedding = embedding * _mask(keys[0], (self.vocab_size, 1), self.dropout_e)
-      in_mask = _mask(keys[1], (batch, 1, size), self.dropout_i)
-      x_mask = _mask(keys[2], (batch, size), self.dropout_x)
-      h_mask = _mask(keys[3], (batch, size), self.dropout_h)
-      out_mask = _mask(keys[4], (batch, 1, size), self.dropout)
+      in_mask = _mask(keys[2], (batch, 1, size), self.dropout_i)
+      x_mask = _mask(keys[3], (batch, size), self.dropout_x)
+      h_mask = _mask(keys[4], (batch, size), self.dropout_h)
+      out_mask = _mask(keys[5], (batch, 1, size), self.dropout)
     else:
       in_mask, x_mask, h_mask, out_mask = 1.0, 1.0, 1.0, 1.0
     x = jnp.take(embedding, tokens, axis=0) * in_mask
