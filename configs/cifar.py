@@ -2,7 +2,7 @@
 
 Command:
   python -m nao_jax.main --config=configs/cifar.py --workdir=/tmp/nao_ws_cifar10 \
-      [--config.strategy=random | evolution | reinforce] [--config.final.enabled=False]
+      [--config.strategy=random | evolution | reinforce | enas] [--config.final.enabled=False]
 
 Search: pool of 600 random ws5 archs; supernet of 11 cells, C=20, batch 64,
 150 epochs (SGD cosine 0.025 -> 0.001, wd 3e-4, clip 5) on 45k training images;
@@ -46,7 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.job = "nao_ws"
   config.seed = 0
-  # nao | random (Random-WS) | evolution | reinforce (ENAS-like) | a registered one.
+  # nao | random (Random-WS) | evolution | reinforce | enas | local | bananas | gcn | a
+  # registered one. ENAS's own schedule (a policy step every epoch) needs
+  # --config.search.eval_every=1 --config.search.pool_size=300 besides.
   config.strategy = "nao"
   config.evaluator = dict(name="supernet")  # Reads space, data, supernet and search.
   config.space = dict(nodes=5, ops="ws5")
@@ -62,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.nao.update(top_k=100, candidates_per_round=0, neighbours_of_top=5,
                     max_step_size=config.nao.controller.generate.max_step_size)
   config.nao.controller = controller.default_config("nasnet")  # The reference's epochs.
-  for name in ("random", "evolution", "reinforce", "local", "bananas", "gcn"):
+  for name in ("random", "evolution", "reinforce", "enas", "local", "bananas", "gcn"):
     config[name] = strategies.default_config(name)
   # Re-ranking (reference §6.1): 3 cells per stage (N=1), C=20, 10 epochs, batch 64.
   config.rerank = _child(10, 1, 20, 64, "search", 0.8, 0)

@@ -23,7 +23,8 @@ Two kinds of search, chosen by the evaluator (``evaluators.base``):
   once; ``budget`` counts evaluations.
 * pool (``evaluator.rescores_pool``, the NAO-WS supernet; ``Pool`` from
   ``config.search``): the first round asks ``pool_size`` archs, every later one
-  ``new_per_round`` that replace the worst of the pool; the whole pool is
+  ``new_per_round`` that replace the worst of the pool (all of it for a strategy
+  that ``replaces_pool``, ENAS); the whole pool is
   evaluated every round (``pool_size`` evaluations), the strategy is told the
   new archs' scores and then ``rescore``-d with the pool's, best first.
 
@@ -127,7 +128,7 @@ def setup(config: ml_collections.ConfigDict
     configuration.check(config, [
         ("search.new_per_round", 0 <= config.search.new_per_round < size,
          "must be in [0, pool_size)")])
-    pool = Pool(size, config.search.new_per_round)
+    pool = Pool(size, size if strategy.replaces_pool else config.search.new_per_round)
   with configuration.section(config.strategy):
     state = strategy.init(config.seed, evaluator.space, config[config.strategy])
   return evaluator.space, evaluator, strategy, state, pool

@@ -168,7 +168,7 @@ def test_quickstart_results_equal_those_recorded_before_the_driver_was_shared(un
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce", "enas"])
 def test_every_strategy_searches_over_the_supernet(strategy, tmp_path):
   workdir = str(tmp_path)
   command = [sys.executable, "-m", "nao_jax.main", "--config=configs/quickstart.py:small",

@@ -12,8 +12,11 @@ import time
 import pytest
 
 from nao_jax import configuration
+from nao_jax import evaluators
 from nao_jax import history
 from nao_jax import search
+from nao_jax import strategies
+from nao_jax.evaluators import tabular
 from tests.conftest import RECORDED
 from tests.conftest import REPO
 from tests.conftest import figures
@@ -219,3 +222,34 @@ def test_macro_config_runs(tmp_path):
     pytest.skip(f"NAS-Bench-Macro data missing: {e}")
   assert len(read_history(str(tmp_path))) == 20
   assert best["report"]["test_acc_other_seeds"] > 0
+
+
+class _PoolTable(tabular.Nb201Table):
+  """The NB201 table as a pool evaluator of 3 rounds that remembers what each
+  round trained on."""
+  rescores_pool = True
+  num_rounds = 3
+
+  def __init__(self, path):
+    super().__init__(path=path)
+    self.trained = []
+
+  def before_round(self, round_, archs, checkpoint):
+    self.trained.append({self.space.arch_hash(a) for a in archs})
+
+
+@pytest.mark.parametrize("strategy, fresh_per_round", [("enas", 6), ("reinforce", 2)])
+def test_enas_replaces_the_whole_pool_every_round(strategy, fresh_per_round, nb201_table_path):
+  config = small_config(strategy)
+  config.enas = strategies.default_config("enas")
+  config.search = {"pool_size": 6, "new_per_round": 2, "eval_every": 1}
+  pool_table = _PoolTable(str(nb201_table_path))
+  evaluators.register("nb201_pool_test", lambda _: pool_table)
+  config.evaluator = {"name": "nb201_pool_test"}
+  _, evaluator, strategy_fns, state, pool = search.setup(config)
+  assert pool.new_per_round == fresh_per_round
+  for _ in search.rounds(strategy_fns, state, evaluator, budget=18, pool=pool):
+    pass
+  trained = pool_table.trained
+  assert len(trained) == 3 and all(len(t) == 6 for t in trained)
+  assert [len(trained[r] - trained[r - 1]) for r in (1, 2)] == [fresh_per_round] * 2

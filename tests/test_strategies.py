@@ -4,6 +4,8 @@ ageing, REINFORCE's policy gradient."""
 import dataclasses
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from nao_jax.checkpoint import Checkpointer
 from nao_jax.strategies import evolution
 from nao_jax.strategies import reinforce
 
-STRATEGIES = ("random", "evolution", "reinforce", "nao", "local", "bananas", "gcn")
+STRATEGIES = ("random", "evolution", "reinforce", "enas", "nao", "local", "bananas", "gcn")
 
 
 def small_config(name, round_size=7):
@@ -148,6 +150,36 @@ def test_reinforce_raises_probability_of_rewarded_sequence():
     # its one-token neighbours less than the target was rewarded: its probability keeps rising.
     state = reinforce.tell(state, others, [0.0] * 7)
   assert reinforce.log_probability(state, [target])[0] > before + 1.0
+
+
+def test_reinforce_steps_per_batch_as_successive_tells():
+  space = spaces.get("nb201")
+  config = reinforce.default_config()
+  state = reinforce.init(0, space, config)
+  first, state = reinforce.ask(state, 4)
+  state = reinforce.tell(state, first, [0.1, 0.2, 0.3, 0.4])  # Sets the baseline.
+  archs, state = reinforce.ask(state, 8)
+  scores = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4]
+  batched_config = reinforce.default_config()
+  batched_config.batch_per_step = 3
+  batched = reinforce.tell(dataclasses.replace(state, config=batched_config), archs, scores)
+  one_by_one = state
+  for chunk in (slice(0, 3), slice(3, 6), slice(6, 8)):
+    one_by_one = reinforce.tell(one_by_one, archs[chunk], scores[chunk])
+  assert int(batched.opt_state[0].count) == int(one_by_one.opt_state[0].count) == 4
+  assert batched.baseline == pytest.approx(one_by_one.baseline)
+  for a, b in zip(jax.tree.leaves(batched.params), jax.tree.leaves(one_by_one.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_enas_logits_are_bounded_by_its_tanh_constant():
+  space = spaces.get("nb201")
+  state = reinforce.init(0, space, strategies.default_config("enas"))
+  logits = state.policy.apply(state.params, jnp.asarray([space.encode(space.sample(
+      np.random.default_rng(0), 1)[0])]))
+  assert state.policy.tanh_constant == 1.1
+  assert float(jnp.max(jnp.abs(logits))) <= 1.1 and float(jnp.std(logits)) > 0
+  assert strategies.get("enas").replaces_pool and not strategies.get("reinforce").replaces_pool
 
 
 def test_unknown_strategy_lists_names():

@@ -25,6 +25,7 @@ _STRATEGIES: dict[str, str | tuple[Strategy, DefaultConfig]] = {
     "random": "nao_jax.strategies.random",
     "evolution": "nao_jax.strategies.evolution",
     "reinforce": "nao_jax.strategies.reinforce",
+    "enas": "nao_jax.strategies.enas",
     "nao": "nao_jax.strategies.nao",
     "local": "nao_jax.strategies.local",
     "bananas": "nao_jax.strategies.bananas",

@@ -16,6 +16,10 @@ Three optional functions (None where a strategy has no use for them):
   predicted = strategy.predict(state, archs)      # float [N] or None, for reports
   values = strategy.metrics(state)                # {name: float} of its last fit, for logs
 
+One flag: ``strategy.replaces_pool`` (default False): in a pool search, every
+round's asks replace the whole pool (ENAS: the shared weights train on the
+policy's fresh samples) instead of ``search.new_per_round`` of its worst.
+
 ``rescore`` is called by a pool search (an evaluator whose scores drift, the
 NAO-WS supernet; ``evaluators.base``) after every round's ``tell``: ``pool`` is
 every arch the search keeps, told before or just now, best first, with its
@@ -53,6 +57,7 @@ class Strategy(NamedTuple):
   rescore: Callable[[Any, Sequence[Any], Sequence[float]], Any] | None = None
   predict: Callable[[Any, Sequence[Any]], np.ndarray | None] | None = None
   metrics: Callable[[Any], dict[str, float]] | None = None
+  replaces_pool: bool = False
 
 
 def numpy_rng(seed: int, *path: int) -> np.random.Generator:

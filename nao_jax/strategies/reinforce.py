@@ -7,7 +7,10 @@ sample is a valid architecture. Each ``tell`` makes one Adam step on
   loss = -mean_b (r_b - baseline) * log p(seq_b) - entropy_weight * mean_b H(seq_b)
 
 where the baseline is an exponential moving average of the rewards told
-before (the first batch's mean to start). Samples already asked for are
+before (the first batch's mean to start). ``batch_per_step`` > 0 splits a tell
+into steps of that many archs, in order, the baseline moving after each (ENAS
+aggregates 10 samples per step); ``tanh_constant`` > 0 bounds the logits to
+``c * tanh(logits)`` (ENAS: 1.1), which keeps the policy from collapsing early. Samples already asked for are
 rejected and drawn again (their probability is not renormalised: the policy
 gradient is still that of the unconstrained policy).
 """
@@ -40,7 +43,9 @@ def default_config() -> ml_collections.ConfigDict:
       learning_rate=0.01,
       ema_decay=0.9,  # Baseline b <- decay * b + (1 - decay) * reward.
       entropy_weight=0.0,
-      round_size=5,  # Archs sampled per policy update.
+      round_size=5,  # Archs sampled per ask.
+      batch_per_step=0,  # Archs per policy-gradient step; 0: one step per tell.
+      tanh_constant=0.0,  # > 0: logits bounded to c * tanh(logits).
   ))
 
 
@@ -50,9 +55,11 @@ class Policy(nn.Module):
   Attributes:
     vocab_size: number of tokens (0 = SOS).
     hidden_size: LSTM width (also the token embedding width).
+    tanh_constant: > 0: logits ``c * tanh(raw)``; 0: raw logits.
   """
   vocab_size: int
   hidden_size: int = 64
+  tanh_constant: float = 0.0
 
   def setup(self):
     self.embed = nn.Embed(self.vocab_size, self.hidden_size, name="embed")
@@ -62,7 +69,10 @@ class Policy(nn.Module):
   def step(self, carry: Any, previous: jax.Array) -> tuple[Any, jax.Array]:
     """One position: previous token int ``[B]`` -> (carry, logits ``[B, V]``)."""
     carry, hidden = self.cell(carry, self.embed(previous))
-    return carry, self.head(hidden)
+    logits = self.head(hidden)
+    if self.tanh_constant > 0:
+      logits = self.tanh_constant * jnp.tanh(logits)
+    return carry, logits
 
   def initial_carry(self, batch: int) -> Any:
     zeros = jnp.zeros((batch, self.hidden_size), jnp.float32)
@@ -157,7 +167,12 @@ def init(seed: int, space: base.SearchSpace,
   learning_rate = configuration.number_in(config, "learning_rate", 0.0, 10.0)
   configuration.number_in(config, "ema_decay", 0.0, 1.0)
   configuration.number_in(config, "entropy_weight", 0.0, 1e3)
-  policy = Policy(space.vocab_size, config.hidden_size)
+  configuration.check(config, [
+      ("batch_per_step", isinstance(config.get("batch_per_step", 0), int)
+       and config.get("batch_per_step", 0) >= 0, "must be an integer >= 0 (0: one step per tell)")])
+  tanh_constant = configuration.number_in(config, "tanh_constant", 0.0, 1e3) if (
+      "tanh_constant" in config) else 0.0
+  policy = Policy(space.vocab_size, config.hidden_size, tanh_constant)
   optimizer = _adam(learning_rate)
   key = jax.random.fold_in(jax.random.key(seed), 0)
   params = policy.init(key, jnp.zeros((1, space.length), jnp.int32))
@@ -194,21 +209,26 @@ def ask(state: ReinforceState, n: int) -> tuple[list[Any], ReinforceState]:
 
 def tell(state: ReinforceState, archs: Sequence[Any],
          scores: Sequence[float]) -> ReinforceState:
-  """Records the scores and makes one policy-gradient step on them."""
+  """Records the scores and makes policy-gradient steps on them: one, or one per
+  ``batch_per_step`` archs."""
   archive = state.archive.add_told(state.space, archs, scores)
   if not archs:
     return dataclasses.replace(state, archive=archive)
   rewards = np.asarray(scores, np.float64)
   baseline = state.baseline if np.isfinite(state.baseline) else float(rewards.mean())
-  advantages = rewards - baseline
   decay = float(state.config.ema_decay)
-  for reward in rewards:
-    baseline = decay * baseline + (1.0 - decay) * float(reward)
-  tokens = jnp.asarray(np.stack([state.space.encode(a) for a in archs]))
-  params, opt_state, _ = update(
-      state.policy, state.optimizer, state.params, state.opt_state,
-      jnp.asarray(state.space.allowed), tokens, jnp.asarray(advantages, jnp.float32),
-      float(state.config.entropy_weight))
+  tokens = np.stack([state.space.encode(a) for a in archs])
+  size = state.config.get("batch_per_step", 0) or len(archs)
+  params, opt_state = state.params, state.opt_state
+  for start in range(0, len(archs), size):
+    chunk = slice(start, start + size)
+    advantages = rewards[chunk] - baseline
+    for reward in rewards[chunk]:
+      baseline = decay * baseline + (1.0 - decay) * float(reward)
+    params, opt_state, _ = update(
+        state.policy, state.optimizer, params, opt_state, jnp.asarray(state.space.allowed),
+        jnp.asarray(tokens[chunk]), jnp.asarray(advantages, jnp.float32),
+        float(state.config.entropy_weight))
   return dataclasses.replace(state, params=params, opt_state=opt_state, baseline=baseline,
                              archive=archive)
 
