@@ -75,3 +75,22 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], pa
   atomic.write_figure(path, figure)
   plt.close(figure)
   return path
+
+
+def plot_scatter(points: dict[str, tuple[np.ndarray, np.ndarray]], path: str, xlabel: str,
+                 ylabel: str, title: str = "") -> str:
+  """One marker series per name: ``points[name] = (x [N], y [N])``, each with
+  its mean as a larger marker. Returns ``path``."""
+  figure, axis = plt.subplots(figsize=(6, 4.5))
+  for name, (x, y) in points.items():
+    dots = axis.plot(x, y, "o", alpha=0.5)
+    axis.plot(np.mean(x), np.mean(y), "D", markersize=9, color=dots[0].get_color(), label=name)
+  axis.set_xlabel(xlabel)
+  axis.set_ylabel(ylabel)
+  axis.set_title(title, fontsize=8)
+  axis.grid(alpha=0.3)
+  axis.legend(loc="lower right")
+  figure.tight_layout()
+  atomic.write_figure(path, figure)
+  plt.close(figure)
+  return path
