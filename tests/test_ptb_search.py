@@ -40,6 +40,18 @@ def _load_get_config():
 
 
 get_config = _load_get_config()
+# The end-to-end runs use one device: 8 fake CPU devices on a busy 2-core host can
+# miss XLA's 40 s collective rendezvous deadline (the data-parallel path is tested below).
+ONE_DEVICE = ("supernet.num_devices=1", "rerank.train.num_devices=1",
+              "final.train.num_devices=1")
+
+
+def small_config():
+  """configs/ptb.py:small on one device (``ONE_DEVICE``)."""
+  config = get_config("small")
+  for section in (config.supernet, config.rerank.train, config.final.train):
+    section.num_devices = 1
+  return config
 
 
 def _final_params(shared, space, arch):
@@ -167,14 +179,14 @@ def stable(records):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("ptb_small"))
-  summary = nao_ws.run(get_config("small"), workdir)
+  summary = nao_ws.run(small_config(), workdir)
   return workdir, summary
 
 
 @pytest.mark.slow
 def test_ptb_small_finds_an_rnn_cell_and_trains_it(uninterrupted):
   workdir, summary = uninterrupted
-  config = get_config("small")
+  config = small_config()
   with open(os.path.join(workdir, "best_arch.json")) as f:
     best = json.load(f)
   assert best == summary
@@ -196,7 +208,7 @@ def test_ptb_small_finds_an_rnn_cell_and_trains_it(uninterrupted):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["random", "evolution", "reinforce"])
 def test_every_strategy_searches_over_the_rnn_supernet(strategy, tmp_path):
-  config = get_config("small")
+  config = small_config()
   config.strategy = strategy
   config.final.enabled = False
   config.search.rerank_top = 1
@@ -211,7 +223,7 @@ def _run_until(workdir, pattern):
   """Runs configs/ptb.py:small in a subprocess; SIGKILLs it when its output matches
   ``pattern`` (None: never). Returns the exit code."""
   command = [sys.executable, "-u", "-m", "nao_jax.main", "--config=configs/ptb.py:small",
-             f"--workdir={workdir}"]
+             f"--workdir={workdir}"] + [f"--config.{setting}" for setting in ONE_DEVICE]
   log = os.path.join(workdir, "out.log")
   os.makedirs(workdir, exist_ok=True)
   with open(log, "ab") as out:
