@@ -47,31 +47,25 @@ from nao_jax.training import loop
 from nao_jax.training import rnn_loop
 
 
-def _train_cnn(config: ml_collections.ConfigDict, section: str, space: Any, arch: Any,
-               arch_path: str, directory: str) -> dict[str, Any]:
-  del space, arch  # The child trainer reads them from ``arch_path``.
+def _train_cnn(config: ml_collections.ConfigDict, section: str, arch_path: str,
+               directory: str) -> dict[str, Any]:
+  """``loop.run`` of the arch in ``arch_path`` with ``config.<section>``'s settings."""
   return loop.run(loop.section_config(config, section, arch_path), directory)
 
 
-def _train_rnn(config: ml_collections.ConfigDict, section: str, space: RnnSpace, arch: Any,
-               arch_path: str, directory: str) -> dict[str, Any]:
+def _train_rnn(config: ml_collections.ConfigDict, section: str, arch_path: str,
+               directory: str) -> dict[str, Any]:
   """``rnn_loop.run`` of the cell with ``config.<section>``'s model, train and ckpt."""
   child = ml_collections.ConfigDict({name: config[section][name].to_dict()
                                      for name in ("model", "train", "ckpt")})
   child.job, child.seed, child.arch = "ptb", config.seed, arch_path
   child.data = ml_collections.ConfigDict(config.data.to_dict())
-  # rnn_loop resolves only published names: give it this cell for ``arch_path``.
-  published = rnn_loop._space_arch  # pylint: disable=protected-access
-  rnn_loop._space_arch = lambda name: (space, arch) if name == arch_path else published(name)
-  try:
-    return rnn_loop.run(child, directory)
-  finally:
-    rnn_loop._space_arch = published
+  return rnn_loop.run(child, directory)
 
 
 class _Trainer(NamedTuple):
-  """How a space's cells are re-ranked and trained: ``train(config, section, space,
-  arch, arch_path, directory)``, the results' validation and test metric (and the
+  """How a space's cells are re-ranked and trained: ``train(config, section,
+  arch_path, directory)``, the results' validation and test metric (and the
   direction of the first), and the summary names they take."""
   train: Callable[..., dict[str, Any]]
   valid: str
@@ -88,13 +82,13 @@ _RNN = _Trainer(_train_rnn, "best_valid_perplexity", False, "test_perplexity",
 
 
 def _train_child(trainer: _Trainer, config: ml_collections.ConfigDict, section: str,
-                 space: Any, arch: Any, arch_path: str, directory: str) -> dict[str, Any]:
+                 arch_path: str, directory: str) -> dict[str, Any]:
   """The child trainer's results in ``directory``, training only if it has none yet
   (a resumed pipeline does not retrain a finished child)."""
   done = epath.Path(directory) / "results.json"
   if done.exists():
     return json.loads(done.read_text())
-  return trainer.train(config, section, space, arch, arch_path, directory)
+  return trainer.train(config, section, arch_path, directory)
 
 
 def _arch(space: Any, record: dict[str, Any]) -> Any:
@@ -125,8 +119,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     arch_path = atomic.write_json(os.path.join(directory, "arch.json"),
                                   {"space": space.signature(), **record["arch"]})
     print(f"re-ranking {i + 1}/{config.search.rerank_top}: {record['string']}", flush=True)
-    result = _train_child(trainer, config, "rerank", space, _arch(space, record), arch_path,
-                          directory)
+    result = _train_child(trainer, config, "rerank", arch_path, directory)
     candidates.append((sign * result[trainer.valid], -i, record))
   valid, _, best = max(candidates, key=lambda c: (c[0], c[1]))
   valid *= sign
@@ -134,8 +127,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
              "hash": best["hash"], evaluator.search_metric: best["score"],
              trainer.valid_name: valid}
   best_path = atomic.write_json(os.path.join(workdir, "best_arch.json"), summary)
-  arch = _arch(space, best)
   if trainer is _CNN:
+    arch = _arch(space, best)
     for cell_type in ("normal", "reduction"):
       viz_cells.plot_cell(space, arch, cell_type,
                           os.path.join(workdir, "plots", f"best_{cell_type}_cell.png"))
@@ -143,8 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   print(f"winner: {best['string']} (re-rank {words} {valid:.4f}); wrote {best_path}",
         flush=True)
   if config.final.enabled:
-    final = _train_child(trainer, config, "final", space, arch, best_path,
-                         os.path.join(workdir, "final"))
+    final = _train_child(trainer, config, "final", best_path, os.path.join(workdir, "final"))
     summary[trainer.test_name] = final[trainer.test]
     atomic.write_json(best_path, summary)
     print(f"{trainer.test_name.replace('_', ' ')} of the winner: {final[trainer.test]:.4f}",

@@ -38,6 +38,7 @@ from nao_jax import strategies
 # how many trials run at once, how far a search goes.
 MAY_CHANGE = ("budget", "executor", "evaluator.path", "evaluator.seconds_per_query",
               "data.data_dir", "data.download", "supernet.ckpt_every_steps",
+              "supernet.log_every_steps",
               "search.rerank_top", "final.enabled", "train.log_every_steps",
               "rerank.train.log_every_steps", "final.train.log_every_steps",
               "child.train.log_every_steps")

@@ -177,6 +177,21 @@ def needs_ptb():
     pytest.skip(f"PTB valid/test files not found in {SHARED_DATA / 'ptb'}")
 
 
+def test_the_trained_cell_is_a_published_name_or_an_rnn_arch_file(tmp_path):
+  space, cell = known.get("NAO-WS-PTB")
+  path = tmp_path / "best_arch.json"
+  path.write_text(json.dumps({**json.loads(space.to_json(cell)), "score": -5.0}))
+  read_space, read_cell = rnn_loop._space_arch(str(path))  # pylint: disable=protected-access
+  assert (read_space.signature(), read_cell) == (space.signature(), cell)
+  assert rnn_loop._space_arch("NAO-PTB") == known.get("NAO-PTB")  # pylint: disable=protected-access
+  nasnet, arch = known.get("NAONet-A")
+  path.write_text(nasnet.to_json(arch))
+  with pytest.raises(configuration.ConfigError, match="trains rnn cells"):
+    rnn_loop._space_arch(str(path))  # pylint: disable=protected-access
+  with pytest.raises(configuration.ConfigError, match="NAO-WS-PTB"):
+    rnn_loop._space_arch("NAO-C")  # pylint: disable=protected-access
+
+
 def test_small_training_beats_the_unigram_model(tmp_path, needs_ptb):
   config = _small_config(num_devices=2)
   results = rnn_loop.run(config, str(tmp_path))

@@ -46,23 +46,30 @@ class Preempted(Exception):
   """Training stopped on SIGTERM after saving a checkpoint; rerun to resume."""
 
 
+# The spaces whose archs have a trainer, and the settings their signatures carry.
+_SIGNATURE_SETTINGS = {"nasnet": {"nodes": int, "ops": str},
+                       "rnn": {"nodes": int, "activations": str}}
+
+
 def _space_of(signature: Any, where: str) -> spaces.SearchSpace:
-  """The space a ``space`` field names: ``nasnet(nodes=N,ops=SET)``, ``nb201`` or ``macro``."""
+  """The space a ``space`` field names: ``nasnet(nodes=N,ops=SET)``, ``nb201``,
+  ``macro`` or ``rnn(nodes=N,activations=ORDER)``."""
   if signature in ("nb201", "macro"):
     return spaces.get(signature)
   text = str(signature)
-  settings = dict(item.split("=", 1) for item in
-                  text.removeprefix("nasnet(").removesuffix(")").split(",") if "=" in item)
-  if not text.startswith("nasnet(") or set(settings) != {"nodes", "ops"}:
-    raise ValueError(f"{where}: space {signature!r} has no child network; child training "
-                     "trains nasnet(...), nb201 and macro architectures.")
-  return spaces.get("nasnet", nodes=int(settings["nodes"]), ops=settings["ops"])
+  name, _, rest = text.partition("(")
+  settings = dict(item.split("=", 1) for item in rest.removesuffix(")").split(",") if "=" in item)
+  kinds = _SIGNATURE_SETTINGS.get(name)
+  if kinds is None or set(settings) != set(kinds) or not text.endswith(")"):
+    raise ValueError(f"{where}: space {signature!r} has no trainer; child training trains "
+                     "nasnet(...), nb201 and macro architectures, the ptb job rnn(...) ones.")
+  return spaces.get(name, **{k: kinds[k](v) for k, v in settings.items()})
 
 
 def resolve_arch(arch: str) -> tuple[spaces.SearchSpace, Any]:
   """``(space, arch)`` of a published name (``known.NAMES``) or of a JSON file
   written by ``space.to_json`` or a search (``best_arch.json``, which may nest
-  the arch under ``"arch"``); nasnet, nb201 and macro archs."""
+  the arch under ``"arch"``); nasnet, nb201, macro and rnn archs."""
   if arch in known.NAMES:
     return known.get(arch)
   if not epath.Path(arch).is_file():
@@ -124,7 +131,9 @@ def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   configuration.check(config, checks)
 
 
-def _devices(config: ml_collections.ConfigDict) -> list[Any]:
+def train_devices(config: ml_collections.ConfigDict) -> list[Any]:
+  """The local devices ``config.train.num_devices`` asks for (0: all; all on a
+  multi-process run)."""
   local = jax.local_devices()
   wanted = config.train.num_devices or len(local)
   if not 1 <= wanted <= len(local) or (jax.process_count() > 1 and wanted != len(local)):
@@ -174,7 +183,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   """
   if config.train.distributed and not jax.distributed.is_initialized():
     jax.distributed.initialize()
-  devices = list(devices) if devices else _devices(config)
+  devices = list(devices) if devices else train_devices(config)
   num_devices = len(devices) * jax.process_count()
   _check(config, num_devices)
   with configuration.section("arch"):

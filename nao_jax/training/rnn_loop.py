@@ -49,6 +49,7 @@ from nao_jax.data import ptb
 from nao_jax.models import rnn as rnn_model
 from nao_jax.spaces import known
 from nao_jax.spaces.rnn import RnnSpace
+from nao_jax.training import loop
 from nao_jax.training import step as step_lib
 
 AXIS = step_lib.AXIS
@@ -170,22 +171,18 @@ def perplexity(evaluate: Callable, params: Any, rows: np.ndarray, bptt: int,
   return loss, math.exp(loss)
 
 
-def _space_arch(name: str) -> tuple[RnnSpace, Any]:
-  if name not in known.NAMES or not isinstance(known.get(name)[0], RnnSpace):
-    names = [n for n in known.NAMES if isinstance(known.get(n)[0], RnnSpace)]
-    raise configuration.ConfigError("arch", f"{name!r} is not a published rnn cell; choose "
-                                    f"one of {names}.")
-  return known.get(name)
-
-
-def _devices(config: ml_collections.ConfigDict) -> list[Any]:
-  local = jax.local_devices()
-  wanted = config.train.num_devices or len(local)
-  if not 1 <= wanted <= len(local) or (jax.process_count() > 1 and wanted != len(local)):
-    raise configuration.ConfigError(
-        "train.num_devices", f"{config.train.num_devices} but this host has {len(local)} "
-        f"devices; use 0 (all) or 1..{len(local)} (all on multi-host runs).")
-  return local[:wanted]
+def _space_arch(arch: str) -> tuple[RnnSpace, Any]:
+  """``(space, cell)`` of a published rnn cell's name or of an rnn arch's JSON
+  file (``space.to_json``, a search's ``best_arch.json``)."""
+  names = [n for n in known.NAMES if isinstance(known.get(n)[0], RnnSpace)]
+  try:
+    space, cell = loop.resolve_arch(arch)
+  except ValueError as e:
+    raise configuration.ConfigError("arch", f"{e} Published rnn cells: {names}.") from None
+  if not isinstance(space, RnnSpace):
+    raise configuration.ConfigError("arch", f"{arch!r} is a {space.signature()} arch; the "
+                                    f"ptb job trains rnn cells, e.g. {names}.")
+  return space, cell
 
 
 def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -249,7 +246,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   SIGTERM saves a checkpoint and raises ``Preempted`` when run in the main thread.
   """
-  devices = _devices(config)
+  devices = loop.train_devices(config)
   num_devices = len(devices) * jax.process_count()
   _check(config, num_devices)
   space, arch = _space_arch(config.arch)
