@@ -48,7 +48,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 from flax import serialization
@@ -110,12 +110,28 @@ class DartsState(flax.struct.PyTreeNode):
   alpha_opt_state: Any
 
 
-def arch_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+@functools.lru_cache(maxsize=None)
+def arch_optimizer(learning_rate: float, beta1: float, beta2: float,
+                   weight_decay: float) -> optax.GradientTransformation:
   """Adam on ``alphas`` with L2 weight decay added to the gradient (PyTorch's
-  ``Adam(weight_decay=...)``, as DARTS uses it)."""
-  return optax.chain(optax.add_decayed_weights(config.arch_weight_decay),
-                     optax.scale_by_adam(config.arch_beta1, config.arch_beta2, eps=1e-8),
-                     optax.scale(-config.arch_learning_rate))
+  ``Adam(weight_decay=...)``, as DARTS uses it). Cached: equal settings give the
+  same object, so ``_pmapped_step`` recognises them."""
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.scale_by_adam(beta1, beta2, eps=1e-8),
+                     optax.scale(-learning_rate))
+
+
+class Cosine(NamedTuple):
+  """The weights' learning rate at a step (``training.step.cosine_learning_rate``, per
+  epoch from ``base`` to ``minimum``), hashable so that equal schedules share a step."""
+  base: float
+  epochs: int
+  steps_per_epoch: int
+  minimum: float
+
+  def __call__(self, step: Any) -> jnp.ndarray:
+    return step_lib.cosine_learning_rate(
+        self.base, step, step_lib.Length(self.epochs, self.steps_per_epoch), self.minimum)
 
 
 LossFn = Callable[[Any, Any, Any], tuple[jnp.ndarray, jnp.ndarray]]
@@ -210,6 +226,17 @@ def search_step(state: DartsState, train: dict[str, jnp.ndarray], valid: dict[st
                     alpha_opt_state=alpha_opt_state), metrics
 
 
+@functools.lru_cache(maxsize=4)
+def _pmapped_step(model: Any, tx: optax.GradientTransformation,
+                  alpha_tx: optax.GradientTransformation, schedule: Cosine,
+                  hyper: step_lib.Hyper, order: int, devices: tuple[Any, ...]) -> Callable:
+  """``search_step`` pmapped over ``devices`` (state donated), cached: a second search
+  of the same settings in this process (a resume, the NAO-WS pipeline) compiles nothing."""
+  return jax.pmap(functools.partial(search_step, model=model, tx=tx, alpha_tx=alpha_tx,
+                                    schedule=schedule, hyper=hyper, order=order),
+                  axis_name=AXIS, devices=devices, donate_argnums=(0,))
+
+
 def init_params(model: Any, space: Any, seed: int, image_size: int) -> Any:
   """The weights of ``model``, the mixed network of ``space``, drawn on the host
   (``models.host_init``: Kaiming-normal kernels, BN scales ones, biases zeros)."""
@@ -258,12 +285,11 @@ class Darts:
     self.valid_steps = len(data.valid) // config.batch_size
     self.total_steps = self.steps_per_epoch * config.epochs
     self.model = mixed.network(space, data.num_classes, config.num_cells, config.features)
-    self.schedule = functools.partial(
-        step_lib.cosine_learning_rate, config.learning_rate,
-        length=step_lib.Length(config.epochs, self.steps_per_epoch),
-        minimum=config.min_learning_rate)
+    self.schedule = Cosine(float(config.learning_rate), int(config.epochs),
+                           self.steps_per_epoch, float(config.min_learning_rate))
     tx = step_lib.make_optimizer(config.momentum, config.weight_decay, config.clip_norm)
-    alpha_tx = arch_optimizer(config)
+    alpha_tx = arch_optimizer(config.arch_learning_rate, config.arch_beta1, config.arch_beta2,
+                              config.arch_weight_decay)
     params = init_params(self.model, space, seed, data.train.images.shape[1])
     alphas = jax.device_put(mixed.init_alphas(space, np.random.default_rng([self.seed, 3]),
                                               config.alpha_init_scale))
@@ -272,10 +298,9 @@ class Darts:
         alphas=alphas, alpha_opt_state=step_lib.init_optimizer(alpha_tx, alphas)), self.devices)
     hyper = step_lib.Hyper(mean=data.mean, std=data.std, pad=config.pad, cutout=config.cutout,
                            flip=config.flip)
-    self._step = jax.pmap(functools.partial(
-        search_step, model=self.model.clone(bn_axis_name=AXIS), tx=tx, alpha_tx=alpha_tx,
-        schedule=self.schedule, hyper=hyper, order=config.order),
-        axis_name=AXIS, devices=step_lib.pmap_devices(self.devices), donate_argnums=(0,))
+    self._step = _pmapped_step(self.model.clone(bn_axis_name=AXIS), tx, alpha_tx,
+                               self.schedule, hyper, config.order,
+                               step_lib.pmap_devices(self.devices))
     self._key = step_lib.replicate(jax.random.key(seed), self.devices)
 
   @property
@@ -362,7 +387,7 @@ def search(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict[s
       table = tabular.Nb201Table(config.darts.table_path or None,
                                  report_metric=config.darts.table_metric)
   with configuration.section("darts"):
-    darts = Darts(space, data, config.darts, config.seed)
+    searcher = Darts(space, data, config.darts, config.seed)
 
   def lookup(arch: Any) -> dict[str, float]:
     if table is None:
@@ -373,30 +398,30 @@ def search(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict[s
   checkpoints = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   epochs, sums, count = [], dict.fromkeys(METRICS, 0.0), 0
   if checkpoints.latest_step() is not None:
-    arrays, metadata = checkpoints.restore(serialization.to_state_dict(darts.host_state()))
-    darts.load_state(serialization.from_state_dict(darts.host_state(), arrays))
+    arrays, metadata = checkpoints.restore(serialization.to_state_dict(searcher.host_state()))
+    searcher.load_state(serialization.from_state_dict(searcher.host_state(), arrays))
     epochs, sums, count = metadata["epochs"], metadata["sums"], metadata["count"]
-    print(f"resumed DARTS at step {darts.step}/{darts.total_steps}", flush=True)
-  spe, every = darts.steps_per_epoch, config.darts.ckpt_every_steps
-  print(f"DARTS (order {config.darts.order}) on {space.signature()}: {darts.total_steps} steps "
-        f"on {len(darts.devices)} {darts.devices[0].device_kind}; the first includes "
+    print(f"resumed DARTS at step {searcher.step}/{searcher.total_steps}", flush=True)
+  spe, every = searcher.steps_per_epoch, config.darts.ckpt_every_steps
+  print(f"DARTS (order {config.darts.order}) on {space.signature()}: {searcher.total_steps} steps "
+        f"on {len(searcher.devices)} {searcher.devices[0].device_kind}; the first includes "
         "compiling the step", flush=True)
   started = time.time()
   try:
     with (tensorboard.writer(workdir, "search") as tb,
-          progress_lib.bar(darts.total_steps, "darts", "step", darts.step) as bar):
-      while darts.step < darts.total_steps:
-        begin = darts.step
+          progress_lib.bar(searcher.total_steps, "darts", "step", searcher.step) as bar):
+      while searcher.step < searcher.total_steps:
+        begin = searcher.step
         stop = min((begin // spe + 1) * spe, (begin // every + 1) * every)
-        for m in darts.train_steps(stop):
+        for m in searcher.train_steps(stop):
           sums = {k: sums[k] + m[k] for k in METRICS}
           count += 1
         bar.update(stop - begin)
         if stop % spe == 0:
-          arch = darts.arch()
+          arch = searcher.arch()
           record = {"epoch": stop // spe, "step": stop, **{k: sums[k] / count for k in METRICS},
-                    "alpha_entropy": mixed.entropy(darts.alphas()),
-                    "learning_rate": float(darts.schedule(stop - 1)),
+                    "alpha_entropy": mixed.entropy(searcher.alphas()),
+                    "learning_rate": float(searcher.schedule(stop - 1)),
                     "arch": json.loads(space.to_json(arch)), "string": space.to_string(arch),
                     "report": lookup(arch), "seconds": time.time() - started}
           epochs.append(record)
@@ -406,11 +431,11 @@ def search(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict[s
                             (*METRICS, "alpha_entropy", "learning_rate")})
           tb.scalars(stop, {f"darts/table_{k}": v for k, v in record["report"].items()})
           atomic.write_jsonl(os.path.join(workdir, "darts_epochs.jsonl"), epochs)
-        checkpoints.save(stop, serialization.to_state_dict(darts.host_state()),
+        checkpoints.save(stop, serialization.to_state_dict(searcher.host_state()),
                          {"epochs": epochs, "sums": sums, "count": count})
   finally:
     checkpoints.close()
-  arch = darts.arch()
+  arch = searcher.arch()
   return space, {"arch": json.loads(space.to_json(arch)), "string": space.to_string(arch),
                  "hash": space.arch_hash(arch), "score": epochs[-1]["valid_accuracy"],
                  "report": lookup(arch)}
