@@ -2,7 +2,7 @@
 
 Command:
   python -m nao_jax.main --config=configs/cifar.py --workdir=/tmp/nao_ws_cifar10 \
-      [--config.strategy=random | evolution | reinforce | enas] [--config.final.enabled=False]
+      [--config.strategy=random | evolution | reinforce | enas | darts] [--config.final.enabled=False]
 
 Search: pool of 600 random ws5 archs; supernet of 11 cells, C=20, batch 64,
 150 epochs (SGD cosine 0.025 -> 0.001, wd 3e-4, clip 5) on 45k training images;
@@ -23,6 +23,7 @@ import ml_collections
 from nao_jax import controller
 from nao_jax import strategies
 from nao_jax.evaluators import supernet
+from nao_jax.oneshot import darts
 
 
 def _child(epochs, num_cells, features, batch_size, split, drop_path_keep_prob, cutout):
@@ -46,8 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.job = "nao_ws"
   config.seed = 0
-  # nao | random (Random-WS) | evolution | reinforce | enas | local | bananas | gcn | a
-  # registered one. ENAS's own schedule (a policy step every epoch) needs
+  # nao | random (Random-WS) | evolution | reinforce | enas | local | bananas | gcn |
+  # darts | a registered one. ENAS's own schedule (a policy step every epoch) needs
   # --config.search.eval_every=1 --config.search.pool_size=300 besides.
   config.strategy = "nao"
   config.evaluator = dict(name="supernet")  # Reads space, data, supernet and search.
@@ -66,6 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.nao.controller = controller.default_config("nasnet")  # The reference's epochs.
   for name in ("random", "evolution", "reinforce", "enas", "local", "bananas", "gcn"):
     config[name] = strategies.default_config(name)
+  # --config.strategy=darts: DARTS on the same space, data split and supernet size
+  # (its own section), then the same re-ranking (of its one arch) and final training.
+  config.darts = darts.default_config()
   # Re-ranking (reference §6.1): 3 cells per stage (N=1), C=20, 10 epochs, batch 64.
   config.rerank = _child(10, 1, 20, 64, "search", 0.8, 0)
   config.final = _child(600, 6, 36, 128, "full", 0.8, 16)

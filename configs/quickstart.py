@@ -54,6 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     child.train.update(epochs=epochs, batch_size=64, learning_rate=0.05, eval_batch_size=64,
                        log_every_steps=20)
   config.final.split = "search"  # Digits: keep the valid split; test set reported.
+  config.darts.update(num_cells=1, features=16, epochs=30, pad=1, flip=False,
+                      ckpt_every_steps=100)
   if arg == "small":
     config.space.nodes = 2
     # The settings the test suite's recorded results were made with (flips
@@ -64,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.search.update(pool_size=8, eval_every=1, new_per_round=3, rerank_top=1)
     config.nao.top_k = 4
     config.evolution.update(population=8, tournament=3)
+    config.darts.update(num_cells=0, features=4, epochs=2, batch_size=32, ckpt_every_steps=5)
     config.nao.controller.train.epochs = 5
     for child in (config.rerank, config.final):
       child.augment.flip = True

@@ -22,6 +22,7 @@ JOBS = {
     "ptb": "nao_jax.training.rnn_loop",
     "search": "nao_jax.search",
     "nao_ws": "nao_jax.nao_ws",
+    "darts": "nao_jax.oneshot.darts",
 }
 
 

@@ -42,6 +42,7 @@ from nao_jax import atomic
 from nao_jax import configuration
 from nao_jax import search
 from nao_jax import viz_cells
+from nao_jax.oneshot import darts
 from nao_jax.spaces.rnn import RnnSpace
 from nao_jax.training import loop
 from nao_jax.training import rnn_loop
@@ -109,12 +110,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   configuration.check(config, [
       ("search.rerank_top", 1 <= config.search.rerank_top <= config.search.pool_size,
        "must be in [1, pool_size]")])
-  evaluator, records = search.execute(config, workdir)
-  space = evaluator.space
+  if config.strategy == "darts":  # Gradient-based: no ask/tell, one arch at the end.
+    space, found = darts.search(config, workdir)
+    pool, search_metric = [found], darts.SEARCH_METRIC
+  else:
+    evaluator, records = search.execute(config, workdir)
+    space, pool, search_metric = evaluator.space, last_pool(records), evaluator.search_metric
   trainer = _RNN if isinstance(space, RnnSpace) else _CNN
   sign = 1.0 if trainer.higher_is_better else -1.0
   candidates = []
-  for i, record in enumerate(last_pool(records)[:config.search.rerank_top]):
+  for i, record in enumerate(pool[:config.search.rerank_top]):
     directory = os.path.join(workdir, "rerank", str(i))
     arch_path = atomic.write_json(os.path.join(directory, "arch.json"),
                                   {"space": space.signature(), **record["arch"]})
@@ -124,7 +129,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   valid, _, best = max(candidates, key=lambda c: (c[0], c[1]))
   valid *= sign
   summary = {"space": space.signature(), **best["arch"], "string": best["string"],
-             "hash": best["hash"], evaluator.search_metric: best["score"],
+             "hash": best["hash"], search_metric: best["score"],
              trainer.valid_name: valid}
   best_path = atomic.write_json(os.path.join(workdir, "best_arch.json"), summary)
   if trainer is _CNN:

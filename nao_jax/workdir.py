@@ -38,7 +38,7 @@ from nao_jax import strategies
 # how many trials run at once, how far a search goes.
 MAY_CHANGE = ("budget", "executor", "evaluator.path", "evaluator.seconds_per_query",
               "data.data_dir", "data.download", "supernet.ckpt_every_steps",
-              "supernet.log_every_steps",
+              "supernet.log_every_steps", "darts.ckpt_every_steps", "darts.table_path",
               "search.rerank_top", "final.enabled", "train.log_every_steps",
               "rerank.train.log_every_steps", "final.train.log_every_steps",
               "child.train.log_every_steps")
@@ -112,9 +112,10 @@ def _flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
 
 def _may_change(field: str, strategy: Any) -> bool:
   """Whether ``field`` may differ on a resume: it is in ``MAY_CHANGE``, or it is a
-  setting of a strategy other than the run's (``config.<name>``, unused)."""
+  setting of a strategy other than the run's (``config.<name>``, unused; DARTS's
+  section too)."""
   first = field.split(".")[0]
-  if first != strategy and first in strategies.names():
+  if first != strategy and (first in strategies.names() or first == "darts"):
     return True
   return any(field == safe or field.startswith(safe + ".") for safe in MAY_CHANGE)
 

@@ -181,13 +181,31 @@ def test_every_strategy_searches_over_the_supernet(strategy, tmp_path):
   config = quickstart_config.get_config("small")
   assert len(records) == 2 * config.search.pool_size
   rounds = [{r["hash"] for r in records if r["round"] == k} for k in (0, 1)]
-  assert len(rounds[1] - rounds[0]) == config.search.new_per_round  # The strategy's proposals.
+  fresh = config.search.pool_size if strategy == "enas" else config.search.new_per_round
+  assert len(rounds[1] - rounds[0]) == fresh  # The strategy's proposals.
   with open(os.path.join(workdir, "best_arch.json")) as f:
     best = json.load(f)
   assert best["hash"] in {r["hash"] for r in nao_ws.last_pool(records)[:config.search.rerank_top]}
   assert 0.0 <= best["rerank_valid_accuracy"] <= 1.0
   for plot in ("search.png", "best_normal_cell.png"):
     assert os.path.getsize(os.path.join(workdir, "plots", plot)) > 1000, plot
+
+
+@pytest.mark.slow
+def test_darts_hands_its_arch_to_the_same_reranking_and_final_training(tmp_path):
+  command = [sys.executable, "-m", "nao_jax.main", "--config=configs/quickstart.py:small",
+             f"--workdir={tmp_path}", "--config.strategy=darts"]
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert done.returncode == 0, done.stderr[-3000:]
+  best = json.loads((tmp_path / "best_arch.json").read_text())
+  lines = (tmp_path / "darts_epochs.jsonl").read_text().splitlines()
+  epochs = [json.loads(line) for line in lines]
+  assert best["string"] == epochs[-1]["string"] and len(epochs) == 2
+  assert best["darts_valid_accuracy"] == epochs[-1]["valid_accuracy"]
+  final = json.loads((tmp_path / "final" / "results.json").read_text())
+  assert best["final_test_accuracy"] == final["final_test_accuracy"]
+  assert (tmp_path / "rerank" / "0" / "results.json").exists()
 
 
 def _run_until(workdir, pattern):

@@ -3,11 +3,12 @@
 ``SupernetEvaluator(space, data, config, seed, eval_every)`` (registered as
 ``supernet``: ``build(config)``) holds the supernet's train state replicated over
 the local devices (on a multi-process run, every process's: each feeds its share
-of the global batch and the gradients are averaged over all). It is a pool evaluator (``evaluators.base``): its scores drift
-as the shared weights train, so the search keeps a pool and re-scores it each
-round; ``before_round`` trains the weights on the pool up to the round's
-scoring epoch (one round per ``eval_every`` epochs, the last epoch always
-scored), checkpointing every ``ckpt_every_steps`` steps inside the round.
+of the global batch and the gradients are averaged over all). It is a pool
+evaluator (``evaluators.base``): its scores drift as the shared weights train,
+so the search keeps a pool and re-scores it each round; ``before_round`` trains
+the weights on the pool up to the round's scoring epoch (one round per
+``eval_every`` epochs, the last epoch always scored), checkpointing every
+``ckpt_every_steps`` steps inside the round.
 
 * ``train_steps(pool, stop)`` runs global steps up to ``stop``; step
   ``t`` trains on minibatch ``t % steps_per_epoch`` of epoch

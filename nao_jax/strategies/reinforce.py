@@ -10,9 +10,9 @@ where the baseline is an exponential moving average of the rewards told
 before (the first batch's mean to start). ``batch_per_step`` > 0 splits a tell
 into steps of that many archs, in order, the baseline moving after each (ENAS
 aggregates 10 samples per step); ``tanh_constant`` > 0 bounds the logits to
-``c * tanh(logits)`` (ENAS: 1.1), which keeps the policy from collapsing early. Samples already asked for are
-rejected and drawn again (their probability is not renormalised: the policy
-gradient is still that of the unconstrained policy).
+``c * tanh(logits)`` (ENAS: 1.1), which keeps the policy from collapsing early.
+Samples already asked for are rejected and drawn again (their probability is
+not renormalised: the policy gradient is still that of the unconstrained policy).
 """
 
 from __future__ import annotations
