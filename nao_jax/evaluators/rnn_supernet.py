@@ -59,6 +59,7 @@ from nao_jax.evaluators.base import Evaluation, Evaluator
 from nao_jax.models import rnn_supernet as model_lib
 from nao_jax.spaces.rnn import RnnSpace
 from nao_jax.training import step as step_lib
+from nao_jax.training.rnn_loop import Hyper  # The final training's step settings.
 
 AXIS = step_lib.AXIS
 SCORE_CHUNK = 8  # Archs per device and compiled scoring call.
@@ -92,14 +93,6 @@ class State(flax.struct.PyTreeNode):
   """The shared weights and their step count (replicated over devices)."""
   step: jnp.ndarray
   params: Any
-
-
-class Hyper(NamedTuple):
-  """Static settings of the train step."""
-  clip_norm: float
-  weight_decay: float
-  alpha: float
-  beta: float
 
 
 def train_step(state: State, hidden: jnp.ndarray, inputs: jnp.ndarray, targets: jnp.ndarray,

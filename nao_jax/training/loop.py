@@ -287,8 +287,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       "aux_params": aux_params, "wall_time_s": time.time() - started,
       "devices": num_devices, "device_kind": devices[0].device_kind,
   }
-  if jax.process_index() == 0:
-    atomic.write_json(os.path.join(workdir, "results.json"), results)
+  atomic.write_json(os.path.join(workdir, "results.json"), results)  # Process 0 writes.
   print(f"final test accuracy {test:.4f} (best valid {results['best_valid_accuracy']}); "
         f"{params:,} params; wrote {os.path.join(workdir, 'results.json')}")
   return results

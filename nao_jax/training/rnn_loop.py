@@ -377,8 +377,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "wall_time_s": time.time() - started, "devices": num_devices,
       "device_kind": devices[0].device_kind,
   }
-  if jax.process_index() == 0:
-    atomic.write_json(os.path.join(workdir, "results.json"), results)
+  atomic.write_json(os.path.join(workdir, "results.json"), results)  # Process 0 writes.
   print(f"test perplexity {test_ppl:.2f} (best valid {results['best_valid_perplexity']}); "
         f"{num_params:,} params; wrote {os.path.join(workdir, 'results.json')}")
   return results
