@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import flax
 from flax import serialization
