@@ -57,6 +57,7 @@ def test_gpu_dry_run_of_one_host_of_several():
           "--coordinator_address=10.0.0.2:12345 --num_processes=2 --process_id=1") in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config, extra", [
     ("configs/nb201.py:small", []),  # A search: --dtype has nothing to set.
     ("configs/cifar_final.py:small", [])])

@@ -229,6 +229,7 @@ def _run_until(workdir, pattern):
   return process.returncode
 
 
+@pytest.mark.slow
 def test_quickstart_killed_in_every_phase_resumes_to_the_same_result(uninterrupted, tmp_path):
   full_workdir, summary = uninterrupted
   workdir = str(tmp_path / "run")
