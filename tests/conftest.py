@@ -4,8 +4,13 @@ compilation cache for the session, and paths."""
 import json
 import os
 import pathlib
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 
 from nao_jax.main import CPU_COMPILE_FLAG  # Imports jax, starts no backend.
 
@@ -50,6 +55,32 @@ def tensorboard_scalars(path: pathlib.Path) -> dict[str, list[tuple[int, float]]
     for value in event.summary.value:
       scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
   return scalars
+
+
+def run_cli_until(args: list[str], workdir: str, pattern: str | None) -> tuple[int, str]:
+  """Runs ``python -m nao_jax.main ARGS --workdir=WORKDIR`` on the CPU, appending its
+  output to ``workdir/out.log``; SIGKILLs it when this run's output matches the
+  regex ``pattern`` (None: never). Returns ``(exit code, this run's output)``."""
+  command = [sys.executable, "-u", "-m", "nao_jax.main", *args, f"--workdir={workdir}"]
+  log = os.path.join(workdir, "out.log")
+  os.makedirs(workdir, exist_ok=True)
+  with open(log, "ab") as out:
+    start = out.tell()
+    process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    while pattern is not None and process.poll() is None:
+      with open(log, "rb") as f:
+        f.seek(start)
+        if re.search(pattern.encode(), f.read()):
+          process.send_signal(signal.SIGKILL)
+          break
+      time.sleep(0.01)
+    process.wait(timeout=600)
+  with open(log, "rb") as f:
+    f.seek(start)
+    output = f.read().decode(errors="replace")
+  assert process.returncode in (0, -signal.SIGKILL), output[-3000:]
+  return process.returncode, output
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -6,11 +6,9 @@ import functools
 import json
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import ml_collections
@@ -26,6 +24,7 @@ from nao_jax.models import supernet as supernet_lib
 from tests.conftest import RECORDED
 from tests.conftest import REPO
 from tests.conftest import figures
+from tests.conftest import run_cli_until
 from tests.conftest import tensorboard_scalars
 
 sys.path.insert(0, str(REPO))
@@ -209,24 +208,9 @@ def test_darts_hands_its_arch_to_the_same_reranking_and_final_training(tmp_path)
 
 
 def _run_until(workdir, pattern):
-  """Runs the quickstart CLI; SIGKILLs it when its output matches the regex
-  ``pattern`` (None: never). Returns the exit code. The runs share the session's
-  compilation cache (conftest)."""
-  command = [sys.executable, "-u", "-m", "nao_jax.main", "--config=configs/quickstart.py:small",
-             f"--workdir={workdir}"]
-  log = os.path.join(workdir, "out.log")
-  os.makedirs(workdir, exist_ok=True)
-  with open(log, "wb") as out:
-    process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    while pattern is not None and process.poll() is None:
-      if re.search(pattern.encode(), open(log, "rb").read()):
-        process.send_signal(signal.SIGKILL)
-        break
-      time.sleep(0.01)
-    process.wait(timeout=600)
-  assert process.returncode in (0, -signal.SIGKILL), open(log).read()[-3000:]
-  return process.returncode
+  """The quickstart CLI, killed when its output matches ``pattern`` (``run_cli_until``).
+  The runs share the session's compilation cache (conftest)."""
+  return run_cli_until(["--config=configs/quickstart.py:small"], workdir, pattern)
 
 
 @pytest.mark.slow
@@ -237,9 +221,10 @@ def test_quickstart_killed_in_every_phase_resumes_to_the_same_result(uninterrupt
   # pool is scored; in the re-ranking training; in the winner's final training.
   for phase in ("supernet step 10/", "supernet step 20/", "re-ranking 1/",
                 r"winner:.*\n.*step \d+/"):
-    assert _run_until(workdir, phase) == -signal.SIGKILL, phase
-  assert _run_until(workdir, None) == 0
-  assert "resumed at supernet step" in open(os.path.join(workdir, "out.log")).read()
+    assert _run_until(workdir, phase)[0] == -signal.SIGKILL, phase
+  code, output = _run_until(workdir, None)
+  assert code == 0
+  assert "resumed at supernet step" in output
   assert (stable(history.read(os.path.join(workdir, "history.jsonl")))
           == stable(history.read(os.path.join(full_workdir, "history.jsonl"))))
   with open(os.path.join(workdir, "best_arch.json")) as f:

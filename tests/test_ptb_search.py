@@ -6,11 +6,7 @@ import functools
 import importlib.util
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +22,7 @@ from nao_jax.models import rnn
 from nao_jax.models import rnn_supernet as model_lib
 from nao_jax.training import rnn_loop
 from tests.conftest import REPO
+from tests.conftest import run_cli_until
 
 SPACE = spaces.get("rnn", activations="nao_ws")
 SMALL = spaces.get("rnn", nodes=4, activations="nao_ws")
@@ -219,26 +216,10 @@ def test_every_strategy_searches_over_the_rnn_supernet(strategy, tmp_path):
 
 
 def _run_until(workdir, pattern):
-  """Runs configs/ptb.py:small in a subprocess; SIGKILLs it when its output matches
-  ``pattern`` (None: never). Returns the exit code."""
-  command = [sys.executable, "-u", "-m", "nao_jax.main", "--config=configs/ptb.py:small",
-             f"--workdir={workdir}"] + [f"--config.{setting}" for setting in ONE_DEVICE]
-  log = os.path.join(workdir, "out.log")
-  os.makedirs(workdir, exist_ok=True)
-  with open(log, "ab") as out:
-    start = out.tell()
-    process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    while pattern is not None and process.poll() is None:
-      with open(log, "rb") as f:
-        f.seek(start)
-        if re.search(pattern.encode(), f.read()):
-          process.send_signal(signal.SIGKILL)
-          break
-      time.sleep(0.01)
-    process.wait(timeout=600)
-  assert process.returncode in (0, -signal.SIGKILL), open(log).read()[-3000:]
-  return process.returncode
+  """configs/ptb.py:small on one device, killed when its output matches ``pattern``
+  (``run_cli_until``)."""
+  return run_cli_until(["--config=configs/ptb.py:small",
+                        *[f"--config.{setting}" for setting in ONE_DEVICE]], workdir, pattern)
 
 
 @pytest.mark.slow
@@ -249,8 +230,8 @@ def test_ptb_small_killed_mid_search_resumes_to_the_same_result(uninterrupted, t
   # (checkpointed at step 200); in the re-ranking; in the winner's training.
   for phase in ("rnn supernet step 75 ", "rnn supernet step 2[01]\\d epoch 1",
                 "re-ranking 2/", r"winner:[\s\S]*epoch 2 window 100/"):
-    assert _run_until(workdir, phase) == -signal.SIGKILL, phase
-  assert _run_until(workdir, None) == 0
+    assert _run_until(workdir, phase)[0] == -signal.SIGKILL, phase
+  assert _run_until(workdir, None)[0] == 0
   log = open(os.path.join(workdir, "out.log")).read()
   assert "resumed at rnn supernet step 50 " in log
   assert (stable(history.read(os.path.join(workdir, "history.jsonl")))
