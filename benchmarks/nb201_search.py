@@ -16,11 +16,21 @@ seed) with the largest budget; the result at a smaller budget is the best arch
 among its first evaluations (no strategy's schedule depends on the budget).
 Writes ``benchmarks/results/search_<benchmark>[_tuning].md`` and a PNG of the
 curves with 95% confidence bands. Runs are spread over ``--processes`` processes.
+
+Every finished run is appended to ``--runs`` (default
+``benchmarks/results/runs/<benchmark>.jsonl``: its per-evaluation scores and
+reports) under a fingerprint of its config and of the search code
+(``SEARCH_CODE``); a later call reuses the runs whose fingerprint still matches,
+so a table over 100 seeds can be built over several sittings, and a changed
+setting or strategy reruns exactly what it changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
+import json
 import multiprocessing
 import os
 import pathlib
@@ -48,6 +58,10 @@ REPORTING_SEEDS = range(1000, 1100)
 TUNING_SEEDS = range(0, 20)
 
 
+# What a run's result depends on besides its config: the search code.
+SEARCH_CODE = ("nao_jax/search.py", "nao_jax/strategies", "nao_jax/controller", "nao_jax/spaces",
+               "nao_jax/evaluators/base.py", "nao_jax/evaluators/tabular.py")
+
 STRATEGY_CHOICES = ("nao", "random", "evolution", "reinforce", "local", "bananas", "gcn",
                     "nao_reference")
 
@@ -59,27 +73,78 @@ def _worker_init() -> None:
                              " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 
-def benchmark_config(benchmark: str, strategy: str):
+def benchmark_config(benchmark: str, strategy: str, overrides: tuple[str, ...] = ()):
   """The search config of ``benchmark`` for ``strategy`` (``nao_reference``: NAO
-  with the reference's candidate selection, NAS-Bench-201 only)."""
+  with the reference's candidate selection, NAS-Bench-201 only), with
+  ``overrides`` (``"field.path=python literal"``) applied."""
   import importlib
-  module, overrides, _ = BENCHMARKS[benchmark]
+  module, evaluator_overrides, _ = BENCHMARKS[benchmark]
   config_module = importlib.import_module(f"configs.{module}")
   config = config_module.get_config("reference" if strategy == "nao_reference" else None)
   config.strategy = "nao" if strategy == "nao_reference" else strategy
-  config.evaluator.update(overrides)
+  config.evaluator.update(evaluator_overrides)
+  for override in overrides:
+    path, _, text = override.partition("=")
+    *parents, field = path.split(".")
+    section = config
+    for parent in parents:
+      section = section[parent]
+    if field not in section:
+      raise ValueError(f"--set {override}: the config has no field {path!r}.")
+    section[field] = ast.literal_eval(text)
   return config
 
 
-def run_one(job: tuple[str, str, int, int]
+def code_digest() -> str:
+  """sha256 of the ``SEARCH_CODE`` Python files (paths and contents)."""
+  digest = hashlib.sha256()
+  for entry in SEARCH_CODE:
+    path = REPO / entry
+    for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+      digest.update(str(file.relative_to(REPO)).encode() + b"\0" + file.read_bytes())
+  return digest.hexdigest()
+
+
+def fingerprint(benchmark: str, strategy: str, overrides: tuple[str, ...], code: str) -> str:
+  """A short hash of the run's config (seed, budget and the other strategies'
+  sections left out) and ``code``."""
+  config = benchmark_config(benchmark, strategy, overrides)
+  del config.seed, config.budget
+  for other in STRATEGY_CHOICES:
+    if other != config.strategy and other in config:
+      del config[other]
+  text = json.dumps(json.loads(config.to_json()), sort_keys=True) + code
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_runs(path: pathlib.Path) -> dict[tuple[str, str, int], dict]:
+  """``(strategy, fingerprint, seed) -> run`` of the runs recorded in ``path``
+  (the longest where one was recorded twice); a damaged line (a crash while
+  appending) is skipped with a warning."""
+  runs = {}
+  if not path.exists():
+    return runs
+  for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+      run = json.loads(line)
+      key = (run["strategy"], run["fingerprint"], int(run["seed"]))
+    except (ValueError, KeyError, TypeError):
+      print(f"warning: {path}:{number} is not a run record; skipped", flush=True)
+      continue
+    if key not in runs or len(run["scores"]) > len(runs[key]["scores"]):
+      runs[key] = run
+  return runs
+
+
+def run_one(job: tuple[str, str, int, int, tuple[str, ...]]
             ) -> tuple[str, int, np.ndarray, np.ndarray, float]:
-  """One search: ``(benchmark, strategy, seed, budget)`` -> (strategy, seed,
-  scores [B], reports [B], seconds)."""
+  """One search: ``(benchmark, strategy, seed, budget, overrides)`` -> (strategy,
+  seed, scores [B], reports [B], seconds)."""
   from nao_jax import search
 
-  benchmark, strategy, seed, budget = job
+  benchmark, strategy, seed, budget, overrides = job
   started = time.time()
-  config = benchmark_config(benchmark, strategy)
+  config = benchmark_config(benchmark, strategy, overrides)
   config.seed, config.budget = seed, budget
   _, evaluator, strategy_fns, state, _ = search.setup(config)
   records = []
@@ -128,6 +193,12 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--out", default=None,
                       help="markdown path (default: results/search_<benchmark>[_tuning].md)")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="override a config field of every strategy's config (tuning "
+                           "seeds only), e.g. --set=nao.random_candidates=1000")
+  parser.add_argument("--runs", default=None,
+                      help="JSONL of finished runs, reused and appended to "
+                           "(default: results/runs/<benchmark>.jsonl)")
   args = parser.parse_args(argv)
   seeds = TUNING_SEEDS if args.quick else _seed_range(args.seeds)
   budgets = sorted(int(b) for b in args.budgets.split(","))
@@ -149,17 +220,41 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   table = evaluators.build_plain(benchmark_config(args.benchmark, "random"))
   optimum_arch, optimum = table.optimum()
 
+  runs_path = pathlib.Path(args.runs or REPO / "benchmarks" / "results" / "runs" /
+                           f"{args.benchmark.replace('-', '_')}.jsonl")
+  recorded = load_runs(runs_path)
+  code = code_digest()
+  overrides = tuple(args.set)
+  if overrides and not tuning:
+    parser.error("--set: settings are tuned on the tuning seeds (0-19) only; put a chosen "
+                 "setting in the config file before reporting on other seeds.")
+  prints = {name: fingerprint(args.benchmark, name, overrides, code) for name in names}
+  results: dict[str, dict[int, tuple]] = {name: {} for name in names}
+  for name in names:
+    for seed in seeds:
+      run = recorded.get((name, prints[name], seed))
+      if run and len(run["scores"]) >= budgets[-1]:
+        results[name][seed] = (np.array(run["scores"]), np.array(run["reports"]),
+                               run["seconds"])
+  reused = sum(map(len, results.values()))
   # Longest jobs (NAO, then the GCN) first, so the processes finish together.
   order = {"nao": 0, "nao_reference": 0, "gcn": 1, "bananas": 2}
-  jobs = [(args.benchmark, name, seed, budgets[-1])
-          for name in sorted(names, key=lambda n: order.get(n, 3)) for seed in seeds]
+  jobs = [(args.benchmark, name, seed, budgets[-1], overrides)
+          for name in sorted(names, key=lambda n: order.get(n, 3)) for seed in seeds
+          if seed not in results[name]]
+  print(f"{reused} runs reused from {runs_path}, {len(jobs)} to run", flush=True)
   started, load_before = time.time(), os.getloadavg()
-  results: dict[str, dict[int, tuple]] = {name: {} for name in names}
+  runs_path.parent.mkdir(parents=True, exist_ok=True)
   context = multiprocessing.get_context("spawn")
-  with context.Pool(args.processes, initializer=_worker_init) as pool:
+  with context.Pool(args.processes, initializer=_worker_init) as pool, \
+      runs_path.open("a") as runs_file:
     for done, (name, seed, scores, reports, seconds) in enumerate(
         pool.imap_unordered(run_one, jobs), start=1):
       results[name][seed] = (scores, reports, seconds)
+      runs_file.write(json.dumps(dict(
+          strategy=name, seed=seed, fingerprint=prints[name], seconds=round(seconds, 2),
+          scores=scores.tolist(), reports=reports.tolist())) + "\n")
+      runs_file.flush()
       print(f"[{done}/{len(jobs)}] {name} seed {seed}: best {reports[np.argmax(scores)]:.2f} "
             f"({seconds:.1f}s, {time.time() - started:.0f}s total)", flush=True)
   wall = time.time() - started
@@ -200,6 +295,7 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
              (" --quick" if args.quick else f" --seeds={seeds.start}:{seeds.stop}"))
   if args.strategies != parser.get_default("strategies"):
     command += f" --strategies={args.strategies}"
+  command += "".join(f" --set={o}" for o in overrides)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(f"""# {title}: search benchmark on {seed_words}
 
@@ -212,7 +308,8 @@ Median evaluations to the optimum counts runs that never found it as infinite.
 
 {table_text}
 
-Wall time {wall:.0f} s on {os.cpu_count()} CPU cores; load average before
+Wall time {wall:.0f} s for {len(jobs)} runs ({reused} more read back from `{runs_path.relative_to(REPO) if runs_path.is_relative_to(REPO) else runs_path}`; s/run is
+their time when run) on {os.cpu_count()} CPU cores; load average before
 {load_before[0]:.1f} and after {load_after[0]:.1f} (the machine is shared with other jobs, so
 times are pessimistic). Curves: ![curves]({png.name})
 """)

@@ -1,7 +1,7 @@
 """Weight-sharing searches side by side: NAO-WS, Random-WS, evolution, ENAS, DARTS.
 
   python benchmarks/oneshot.py [--config=configs/quickstart.py] [--seeds=1000:1003] \
-      [--methods=nao,random,evolution,enas,darts] [--out=/tmp/oneshot]
+      [--methods=nao,random,evolution,enas,darts,darts-1st] [--out=/tmp/oneshot]
 
 Each (method, seed) is one run of the NAO-WS job, ``python -m nao_jax.main
 --config=CONFIG --config.strategy=METHOD --config.seed=SEED``: the search over
@@ -37,10 +37,14 @@ from nao_jax import viz  # noqa: E402  (matplotlib with the Agg backend)
 _CONFIG = flags.DEFINE_string("config", "configs/quickstart.py", "The NAO-WS config file.")
 _SEEDS = flags.DEFINE_string("seeds", "1000:1003", "Seeds START:STOP (reporting: 1000 on).")
 _METHODS = flags.DEFINE_list("methods", ["nao", "random", "evolution", "enas", "darts"],
-                             "Values of config.strategy to compare.")
+                             "Values of config.strategy to compare, or a name of VARIANTS.")
 _OUT = flags.DEFINE_string("out", "/tmp/nao_jax_oneshot", "Directory of the runs' workdirs.")
 _RESULTS = flags.DEFINE_string("results", str(REPO / "benchmarks" / "results" / "oneshot.md"),
                                "Markdown file written with the table ('' for none).")
+
+
+# Methods that are a strategy with other settings: name -> (strategy, extra flags).
+VARIANTS = {"darts-1st": ("darts", ["--config.darts.order=1"])}
 
 
 def run_one(method: str, seed: int, workdir: pathlib.Path) -> dict[str, float]:
@@ -49,8 +53,9 @@ def run_one(method: str, seed: int, workdir: pathlib.Path) -> dict[str, float]:
   marker = workdir / "wall.json"
   if not (marker.exists() and best.exists()):
     command = [sys.executable, "-m", "nao_jax.main", f"--config={_CONFIG.value}",
-               f"--workdir={workdir}", f"--config.strategy={method}",
-               f"--config.seed={seed}"]
+               f"--workdir={workdir}", f"--config.seed={seed}"]
+    strategy, extra = VARIANTS.get(method, (method, []))
+    command += [f"--config.strategy={strategy}", *extra]
     print(f"{method} seed {seed}: {' '.join(command[1:])}", flush=True)
     started = time.time()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,

@@ -78,8 +78,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError) as e:
     # ml_collections raises these for an override of a field the config lacks.
     field = str(e).strip("'\"")
-    given = [a for a in argv[1:] if a.startswith("--config.") and field in a]
-    _fail(f"unknown config field {field!r} (from {given[0] if given else 'a --config flag'}); "
+    given = [a for a in argv[1:] if a.startswith("--config.")
+             and field in a.partition("=")[0].split(".")[1:]]
+    source = ("a --config flag" if not given else given[0] if len(given) == 1 else
+              "one of " + ", ".join(given))
+    _fail(f"unknown config field {field!r} (from {source}); "
           "remove it or use a field that the config file defines.")
   except (flags.Error, ValueError, TypeError) as e:
     message = _last_line(str(e)).rstrip(".")

@@ -50,6 +50,14 @@ def test_bad_config_fields_fail_with_one_line(tmp_path, flag, names):
   assert len(lines) == 1 and names in lines[0], result.stderr
 
 
+def test_unknown_field_names_the_flags_that_could_have_set_it(tmp_path):
+  result = run_main("--config=configs/sample.py", "--config.num_samples=3",
+                    "--config.space.num_samples=1", workdir=tmp_path)
+  lines = error_lines(result)
+  assert result.returncode != 0 and len(lines) == 1, result.stderr
+  assert "--config.space.num_samples=1" in lines[0], lines[0]
+
+
 def test_missing_workdir_and_config_fail_with_one_line(tmp_path):
   for result, names in [(run_main("--config=configs/sample.py"), "--workdir"),
                         (run_main(workdir=tmp_path), "--config"),

@@ -1,0 +1,54 @@
+"""The tabular search benchmark keeps its finished runs and reuses only matching ones."""
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import nb201_search  # noqa: E402
+
+
+def table_rows(path):
+  return [line for line in path.read_text().splitlines() if line.startswith("| random")]
+
+
+def test_runs_are_recorded_reused_and_rerun_when_a_setting_changes(tmp_path, capsys):
+  runs = tmp_path / "runs.jsonl"
+  common = ["--strategies=random", "--processes=1", f"--runs={runs}", "--budgets=10,20"]
+  nb201_search.main(["--seeds=0:2", f"--out={tmp_path / 'a.md'}", *common])
+  first = [json.loads(line) for line in runs.read_text().splitlines()]
+  assert sorted(r["seed"] for r in first) == [0, 1]
+  assert all(len(r["scores"]) == len(r["reports"]) == 20 for r in first)
+
+  # A crash while appending leaves a partial line: it is skipped, not fatal.
+  with runs.open("a") as f:
+    f.write('{"strategy": "random", "seed": 2, "scor')
+  capsys.readouterr()
+  nb201_search.main(["--seeds=0:3", f"--out={tmp_path / 'b.md'}", *common])
+  out = capsys.readouterr().out
+  assert "2 runs reused" in out and "1 to run" in out and "not a run record" in out
+  # Seeds 0-1 read back give the same table rows as when they were run.
+  nb201_search.main(["--seeds=0:2", f"--out={tmp_path / 'c.md'}", *common])
+  assert "2 runs reused" in capsys.readouterr().out
+  assert table_rows(tmp_path / "a.md")[0].rsplit("|", 2)[0] == \
+      table_rows(tmp_path / "c.md")[0].rsplit("|", 2)[0]
+
+  # A changed setting of the strategy reruns; another strategy's section does not matter.
+  nb201_search.main(["--seeds=0:2", f"--out={tmp_path / 'd.md'}", "--set=nao.top_k=7",
+                     *common])
+  assert "2 runs reused" in capsys.readouterr().out
+  nb201_search.main(["--seeds=0:2", f"--out={tmp_path / 'e.md'}",
+                     "--set=evaluator.seconds_per_query=0.0001", *common])
+  assert "0 runs reused" in capsys.readouterr().out
+
+
+def test_settings_are_overridden_on_tuning_seeds_only(tmp_path):
+  with pytest.raises(SystemExit):
+    nb201_search.main(["--seeds=1000:1001", "--strategies=random", "--set=nao.top_k=7",
+                       f"--runs={tmp_path / 'r.jsonl'}", f"--out={tmp_path / 'a.md'}"])
+  with pytest.raises(ValueError, match="no field 'nao.no_such'"):
+    nb201_search.benchmark_config("nb201-c10", "nao", ("nao.no_such=1",))
