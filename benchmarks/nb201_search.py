@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
     command += f" --strategies={args.strategies}"
   command += "".join(f" --set={o}" for o in overrides)
   out.parent.mkdir(parents=True, exist_ok=True)
+  shown_runs = runs_path.relative_to(REPO) if runs_path.is_relative_to(REPO) else runs_path
   out.write_text(f"""# {title}: search benchmark on {seed_words}
 
 Command: `{command}` ({args.processes} processes).
@@ -308,7 +309,7 @@ Median evaluations to the optimum counts runs that never found it as infinite.
 
 {table_text}
 
-Wall time {wall:.0f} s for {len(jobs)} runs ({reused} more read back from `{runs_path.relative_to(REPO) if runs_path.is_relative_to(REPO) else runs_path}`; s/run is
+Wall time {wall:.0f} s for {len(jobs)} runs ({reused} more read back from `{shown_runs}`; s/run is
 their time when run) on {os.cpu_count()} CPU cores; load average before
 {load_before[0]:.1f} and after {load_after[0]:.1f} (the machine is shared with other jobs, so
 times are pessimistic). Curves: ![curves]({png.name})

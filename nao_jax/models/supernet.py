@@ -163,7 +163,7 @@ class BranchParams(nn.Module):
     return params
 
 
-def _strip_prefix(params: dict[str, jnp.ndarray], prefix: str) -> dict[str, jnp.ndarray]:
+def strip_prefix(params: dict[str, jnp.ndarray], prefix: str) -> dict[str, jnp.ndarray]:
   """The entries of ``params`` named ``prefix + name``, keyed by ``name``."""
   return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
@@ -232,7 +232,7 @@ def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.
   def body(carry, xs):
     states, acc = carry  # states: [nodes + 2 (normal) or nodes (reduction), ...]
     p, state, op, i, noise = xs
-    sep = {size: _strip_prefix(p, f"sep{size}_") for size in SEP_SIZES}
+    sep = {size: strip_prefix(p, f"sep{size}_") for size in SEP_SIZES}
 
     def candidates(stride: int, reduce: dict[str, jnp.ndarray] | None):
       """The 5 ops (in ws5 id order) on ``x`` with ``stride``."""
@@ -245,7 +245,7 @@ def run_branches(inputs: jnp.ndarray, params: dict[str, jnp.ndarray], cell: jnp.
       ]
 
     if reduction:
-      reduce = _strip_prefix(p, "reduce_")
+      reduce = strip_prefix(p, "reduce_")
       # The switch gets both cell inputs and an index, not the chosen input: its
       # saved residual is then the loop-invariant ``inputs``, which the scan keeps
       # once instead of stacking a copy per branch.

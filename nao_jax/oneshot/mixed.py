@@ -120,11 +120,6 @@ def logits(model: nn.Module, params: Any, images: jnp.ndarray, weights: Any) -> 
 # ---- nasnet (ws5) ----------------------------------------------------------------------
 
 
-def _with_prefix(params: dict[str, jnp.ndarray], prefix: str) -> dict[str, jnp.ndarray]:
-  """The entries of ``params`` named ``prefix + name``, keyed by ``name``."""
-  return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-
-
 def mixed_ws5_op(x: jnp.ndarray, weights: jnp.ndarray, sep: dict[int, dict[str, jnp.ndarray]],
                  reduce: dict[str, jnp.ndarray] | None, stride: int,
                  axis_name: str | None) -> jnp.ndarray:
@@ -179,16 +174,49 @@ class MixedCell(nn.Module):
     states = [s0, s1]
     for i in range(self.nodes):
       params = supernet_lib.BranchParams(i, c, self.reduction, name=f"node{i}")()
+      strided = 2 if self.reduction else 0  # Edges from s0 and s1 stride in a reduction cell.
       total = 0.0
-      for j in range(i + 2):
-        copy = {k: v[j] for k, v in params.items()}
-        sep = {size: _with_prefix(copy, f"sep{size}_") for size in supernet_lib.SEP_SIZES}
-        strided = self.reduction and j < 2
-        reduce = _with_prefix(copy, "reduce_") if strided else None
-        total = total + mixed_ws5_op(states[j], weights[first_edge(i) + j], sep, reduce,
-                                     2 if strided else 1, axis)
+      for first, end, stride in ((0, strided, 2), (strided, i + 2, 1)):
+        if first < end:
+          total = total + _edge_sum(states[first:end], weights[first_edge(i) + first:
+                                                               first_edge(i) + end],
+                                    params, first, stride, axis)
       states.append(total)
     return jnp.concatenate(states[2:], axis=-1)
+
+
+def _edge_sum(inputs: list[jnp.ndarray], weights: jnp.ndarray,
+              params: dict[str, jnp.ndarray], first: int, stride: int,
+              axis_name: str | None) -> jnp.ndarray:
+  """``sum_j mixed_ws5_op(inputs[j], weights[j], copy first + j of params)`` as one
+  ``lax.scan`` over the edges: the compiled program holds one mixed op, not one
+  per edge (XLA:CPU compile time grows with the number of convolutions).
+
+  Args:
+    inputs: the ``k`` input states of equal shape ``[batch, H, W, C]``.
+    weights: their ``[k, 5]`` mixing weights.
+    params: a node's ``BranchParams`` (copies on axis 0); copies ``first..first + k``
+      are used (``reduce_*`` only when ``stride`` is 2).
+  Returns:
+    ``[batch, H / stride, W / stride, C]``.
+  """
+  count = len(inputs)
+  copies = {k: v[first:first + count] for k, v in params.items()
+            if stride == 2 or not k.startswith("reduce_")}
+
+  def edge(x, w, copy):
+    sep = {size: supernet_lib.strip_prefix(copy, f"sep{size}_")
+           for size in supernet_lib.SEP_SIZES}
+    reduce = supernet_lib.strip_prefix(copy, "reduce_") if stride == 2 else None
+    return mixed_ws5_op(x, w, sep, reduce, stride, axis_name)
+
+  def step(total, edge_inputs):
+    return total + edge(*edge_inputs), None
+
+  xs = (jnp.stack(inputs), weights, copies)
+  shape = jax.eval_shape(edge, *jax.tree.map(lambda v: v[0], xs))
+  total, _ = jax.lax.scan(step, jnp.zeros(shape.shape, shape.dtype), xs)
+  return total
 
 
 class MixedSupernet(nn.Module):
