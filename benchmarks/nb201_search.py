@@ -19,8 +19,8 @@ curves with 95% confidence bands. Runs are spread over ``--processes`` processes
 
 Every finished run is appended to ``--runs`` (default
 ``benchmarks/results/runs/<benchmark>.jsonl``: its per-evaluation scores and
-reports) under a fingerprint of its config and of the search code
-(``SEARCH_CODE``); a later call reuses the runs whose fingerprint still matches,
+reports) under a fingerprint of its config and of its code (``SEARCH_CODE``,
+``STRATEGY_CODE``); a later call reuses the runs whose fingerprint still matches,
 so a table over 100 seeds can be built over several sittings, and a changed
 setting or strategy reruns exactly what it changed.
 """
@@ -58,12 +58,23 @@ REPORTING_SEEDS = range(1000, 1100)
 TUNING_SEEDS = range(0, 20)
 
 
-# What a run's result depends on besides its config: the search code.
-SEARCH_CODE = ("nao_jax/search.py", "nao_jax/strategies", "nao_jax/controller", "nao_jax/spaces",
-               "nao_jax/evaluators/base.py", "nao_jax/evaluators/tabular.py")
+# What a run's result depends on besides its config: the search loop's code, and
+# each strategy's own modules (a change to one strategy leaves the others' runs valid).
+SEARCH_CODE = ("nao_jax/search.py", "nao_jax/strategies/__init__.py",
+               "nao_jax/strategies/base.py", "nao_jax/spaces", "nao_jax/evaluators/base.py",
+               "nao_jax/evaluators/tabular.py")
+STRATEGY_CODE = {
+    "nao": ("nao_jax/strategies/nao.py", "nao_jax/controller"),
+    "nao_reference": ("nao_jax/strategies/nao.py", "nao_jax/controller"),
+    "gcn": ("nao_jax/strategies/gcn.py", "nao_jax/strategies/surrogate.py"),
+    "bananas": ("nao_jax/strategies/bananas.py", "nao_jax/strategies/surrogate.py"),
+    "local": ("nao_jax/strategies/local.py",),
+    "evolution": ("nao_jax/strategies/evolution.py",),
+    "reinforce": ("nao_jax/strategies/reinforce.py",),
+    "random": ("nao_jax/strategies/random.py",),
+}
 
-STRATEGY_CHOICES = ("nao", "random", "evolution", "reinforce", "local", "bananas", "gcn",
-                    "nao_reference")
+STRATEGY_CHOICES = tuple(STRATEGY_CODE)
 
 
 def _worker_init() -> None:
@@ -95,25 +106,26 @@ def benchmark_config(benchmark: str, strategy: str, overrides: tuple[str, ...] =
   return config
 
 
-def code_digest() -> str:
-  """sha256 of the ``SEARCH_CODE`` Python files (paths and contents)."""
+def code_digest(strategy: str) -> str:
+  """sha256 of the Python files (paths and contents) of ``SEARCH_CODE`` and
+  ``STRATEGY_CODE[strategy]``."""
   digest = hashlib.sha256()
-  for entry in SEARCH_CODE:
+  for entry in SEARCH_CODE + STRATEGY_CODE[strategy]:
     path = REPO / entry
     for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
       digest.update(str(file.relative_to(REPO)).encode() + b"\0" + file.read_bytes())
   return digest.hexdigest()
 
 
-def fingerprint(benchmark: str, strategy: str, overrides: tuple[str, ...], code: str) -> str:
+def fingerprint(benchmark: str, strategy: str, overrides: tuple[str, ...]) -> str:
   """A short hash of the run's config (seed, budget and the other strategies'
-  sections left out) and ``code``."""
+  sections left out) and of its code (``code_digest``)."""
   config = benchmark_config(benchmark, strategy, overrides)
   del config.seed, config.budget
   for other in STRATEGY_CHOICES:
     if other != config.strategy and other in config:
       del config[other]
-  text = json.dumps(json.loads(config.to_json()), sort_keys=True) + code
+  text = json.dumps(json.loads(config.to_json()), sort_keys=True) + code_digest(strategy)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -150,8 +162,9 @@ def run_one(job: tuple[str, str, int, int, tuple[str, ...]]
   records = []
   for result in search.rounds(strategy_fns, state, evaluator, budget):
     records += result.records
-  scores = np.array([r["score"] for r in records])
-  reports = np.array([r["report"][evaluator.report_metric] for r in records])
+  # Rounded as recorded in the runs file, so a table is the same from fresh or read runs.
+  scores = np.round([r["score"] for r in records], 6)
+  reports = np.round([r["report"][evaluator.report_metric] for r in records], 6)
   return strategy, seed, scores, reports, time.time() - started
 
 
@@ -223,12 +236,11 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   runs_path = pathlib.Path(args.runs or REPO / "benchmarks" / "results" / "runs" /
                            f"{args.benchmark.replace('-', '_')}.jsonl")
   recorded = load_runs(runs_path)
-  code = code_digest()
   overrides = tuple(args.set)
   if overrides and not tuning:
     parser.error("--set: settings are tuned on the tuning seeds (0-19) only; put a chosen "
                  "setting in the config file before reporting on other seeds.")
-  prints = {name: fingerprint(args.benchmark, name, overrides, code) for name in names}
+  prints = {name: fingerprint(args.benchmark, name, overrides) for name in names}
   results: dict[str, dict[int, tuple]] = {name: {} for name in names}
   for name in names:
     for seed in seeds:
