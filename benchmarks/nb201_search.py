@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
                       help="markdown path (default: results/search_<benchmark>[_tuning].md)")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="override a config field of every strategy's config (tuning "
-                           "seeds only), e.g. --set=nao.random_candidates=1000")
+                           "seeds only), e.g. --set=nao.top_k=50")
   parser.add_argument("--runs", default=None,
                       help="JSONL of finished runs, reused and appended to "
                            "(default: results/runs/<benchmark>.jsonl)")

@@ -25,7 +25,6 @@ def small_config(name, round_size=7):
   if name == "nao":
     config.initial_pool = config.new_per_round = round_size
     config.candidates_per_round = 10
-    config.random_candidates = 20
     config.max_step_size = 5
     config.controller.train.epochs = 5
   elif name == "local":
@@ -106,21 +105,6 @@ def test_save_restore_continues_exactly(name, tmp_path):
   restored_next, _ = run_rounds(strategy, strategy.tell(restored, pending, scores), space, 2)
   assert original_next == restored_next
   np.testing.assert_array_equal(restored.archive.scores, state.archive.scores)
-
-
-def test_nao_screens_unseen_random_archs_with_its_predictor():
-  from nao_jax.strategies import nao
-  space = spaces.get("nb201")
-  strategy = strategies.get("nao")
-  _, state = run_rounds(strategy, strategy.init(1, space, small_config("nao")), space, 2)
-  state = nao.train(state)
-  candidates = np.stack([space.encode(a) for a in space.sample(np.random.default_rng(0), 30)])
-  screened, predicted = nao._screened(state, candidates)
-  hashes = [space.arch_hash(space.decode(t)) for t in screened]
-  excluded = set(state.archive.seen) | {space.arch_hash(space.decode(t)) for t in candidates}
-  assert screened.shape == (20, space.length) and len(set(hashes)) == 20
-  assert not excluded & set(hashes)
-  np.testing.assert_allclose(predicted, nao.predict(state, [space.decode(t) for t in screened]))
 
 
 def test_evolution_population_ages_and_children_are_mutants():

@@ -82,9 +82,6 @@ def default_config(space_name: str = "nb201") -> ml_collections.ConfigDict:
       # Also rank by the predictor all one-token neighbours of the best this many
       # evaluated archs (local candidates; 0: only gradient-step candidates).
       neighbours_of_top=5,
-      # Also rank by the predictor this many uniform random unseen archs (global
-      # candidates; 0: none).
-      random_candidates=0,
       # NAS-Bench-Macro's 8-token space is as small as NB201's: same controller.
       controller=controller.default_config("nb201" if space_name == "macro" else space_name),
   ))
@@ -119,7 +116,6 @@ def init(seed: int, space: base.SearchSpace, config: ml_collections.ConfigDict) 
   for field in ("initial_pool", "new_per_round", "top_k", "max_step_size"):
     configuration.positive_int(config, field)
   configuration.positive_int(config, "candidates_per_round", 0)
-  configuration.positive_int(config, "random_candidates", 0)
   with configuration.section("controller"):
     state = controller.init(jax.random.fold_in(jax.random.key(seed), 0), space,
                             config.controller)
@@ -158,10 +154,9 @@ def ask(state: NaoState, n: int) -> tuple[list[Any], NaoState]:
     if ranked or len(tokens) < n:
       neighbours, neighbours_predicted = _neighbours(state, tokens)
       if ranked:
-        screened, screened_predicted = _screened(state, np.concatenate([tokens, neighbours]))
-        tokens = np.concatenate([tokens, neighbours, screened])
-        predicted = np.concatenate([predicted, neighbours_predicted, screened_predicted])
-        best = np.sort(np.argsort(-predicted, kind="stable")[:n])
+        tokens = np.concatenate([tokens, neighbours])
+        best = np.sort(np.argsort(-np.concatenate([predicted, neighbours_predicted]),
+                                  kind="stable")[:n])
       else:  # The reference's order; the best predicted neighbours fill the shortfall.
         tokens = np.concatenate([tokens, neighbours[_top(neighbours_predicted, n - len(tokens))]])
         best = np.arange(len(tokens))
@@ -192,21 +187,6 @@ def _neighbours(state: NaoState, tokens: np.ndarray) -> tuple[np.ndarray, np.nda
   if not len(neighbours):
     return none
   return neighbours, np.asarray(controller.predict(state.controller, neighbours))
-
-
-def _screened(state: NaoState, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """``random_candidates`` uniform random archs (int32 ``[M, L]``) neither asked
-  before nor among the candidates ``tokens [C, L]``, and their predicted scores
-  float ``[M]``; drawn from ``(seed, ask index, 1)``."""
-  space, count = state.space, int(state.config.random_candidates)
-  if not count:
-    return np.zeros((0, space.length), np.int32), np.zeros((0,), np.float32)
-  seen = set(state.archive.seen) | {space.arch_hash(space.decode(t)) for t in tokens}
-  archs = base.sample_unseen(space, base.numpy_rng(state.seed, state.num_asks, 1), count, seen)
-  if not archs:
-    return np.zeros((0, space.length), np.int32), np.zeros((0,), np.float32)
-  screened = np.stack([space.encode(a) for a in archs]).astype(np.int32)
-  return screened, np.asarray(controller.predict(state.controller, screened))
 
 
 def _top(predicted: np.ndarray, k: int) -> np.ndarray:
