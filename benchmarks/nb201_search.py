@@ -22,7 +22,10 @@ Every finished run is appended to ``--runs`` (default
 reports) under a fingerprint of its config and of its code (``SEARCH_CODE``,
 ``STRATEGY_CODE``); a later call reuses the runs whose fingerprint still matches,
 so a table over 100 seeds can be built over several sittings, and a changed
-setting or strategy reruns exactly what it changed.
+setting or strategy reruns exactly what it changed. Scores and reports are
+rounded to ``DECIMALS`` decimals, fresh or read back: the tables store float32
+percentages, and two cells with the same number of correct images can differ by
+1e-7; rounded, they tie, and the first one a run evaluates is its best.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ STRATEGY_CODE = {
 }
 
 STRATEGY_CHOICES = tuple(STRATEGY_CODE)
+DECIMALS = 6  # Scores and reports are rounded to this many (module docstring).
 
 
 def _worker_init() -> None:
@@ -162,15 +166,33 @@ def run_one(job: tuple[str, str, int, int, tuple[str, ...]]
   records = []
   for result in search.rounds(strategy_fns, state, evaluator, budget):
     records += result.records
-  # Rounded as recorded in the runs file, so a table is the same from fresh or read runs.
-  scores = np.round([r["score"] for r in records], 6)
-  reports = np.round([r["report"][evaluator.report_metric] for r in records], 6)
+  # Rounded as recorded (module docstring).
+  scores = np.round([r["score"] for r in records], DECIMALS)
+  reports = np.round([r["report"][evaluator.report_metric] for r in records], DECIMALS)
   return strategy, seed, scores, reports, time.time() - started
+
+
+def tie_note(table, optimum_score: float) -> str:
+  """A sentence naming the cells that share the best rounded search metric, if
+  several do (NAS-Bench-201 only: NAS-Bench-Macro's evaluator lists no table)."""
+  if not hasattr(table, "all_scores"):
+    return ""
+  search_all, report_all = table.all_scores()
+  tied = np.flatnonzero(np.round(search_all, DECIMALS) == optimum_score)
+  if len(tied) < 2:
+    return ""
+  reports = ", ".join(f"{report_all[i]:.2f}" for i in tied)
+  return (f"\n{len(tied)} cells share the best `{table.search_metric}`, {optimum_score:.2f} "
+          f"(equal up to the table's float error), with `{table.report_metric}` {reports}: "
+          "a run reports the first of them it evaluates, and finding any counts as finding the "
+          "optimum.")
 
 
 def summarise(scores: np.ndarray, reports: np.ndarray, optimum_score: float,
               budgets: list[int]) -> dict[str, object]:
-  """Per-run arrays ``[R, B]`` -> table columns per budget and the curves."""
+  """Per-run arrays ``[R, B]`` -> the curves (report of the best so far, ``[R, B]``)
+  and per budget: the report's mean and std, the fraction of runs that reached
+  ``optimum_score``, and the mean best search score."""
   runs, length = scores.shape
   curve = np.empty((runs, length))
   for r in range(runs):
@@ -182,9 +204,11 @@ def summarise(scores: np.ndarray, reports: np.ndarray, optimum_score: float,
   reached = np.where((scores >= optimum_score).any(axis=1),
                      np.argmax(scores >= optimum_score, axis=1) + 1, np.inf)
   columns = {}
+  best_score = np.maximum.accumulate(scores, axis=1)
   for budget in budgets:
     at = curve[:, budget - 1]
-    columns[budget] = (at.mean(), at.std(), float(np.mean(reached <= budget)))
+    columns[budget] = (at.mean(), at.std(), float(np.mean(reached <= budget)),
+                       best_score[:, budget - 1].mean())
   return {"columns": columns, "curve": curve, "median_to_optimum": float(np.median(reached))}
 
 
@@ -232,6 +256,8 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   from nao_jax import evaluators
   table = evaluators.build_plain(benchmark_config(args.benchmark, "random"))
   optimum_arch, optimum = table.optimum()
+  optimum_score = round(optimum.score, DECIMALS)
+  ties = tie_note(table, optimum_score)
 
   runs_path = pathlib.Path(args.runs or REPO / "benchmarks" / "results" / "runs" /
                            f"{args.benchmark.replace('-', '_')}.jsonl")
@@ -276,7 +302,7 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   for name in names:
     scores = np.stack([results[name][s][0] for s in seeds])
     reports = np.stack([results[name][s][1] for s in seeds])
-    summaries[name] = summarise(scores, reports, optimum.score, budgets)
+    summaries[name] = summarise(scores, reports, optimum_score, budgets)
     curve = summaries[name]["curve"]
     x = np.arange(1, curve.shape[1] + 1)
     curves[name] = (x, curve.mean(0), 1.96 * curve.std(0) / np.sqrt(len(seeds)))
@@ -284,16 +310,18 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
 
   metric = table.report_metric
   header = "| strategy | " + " | ".join(f"{b} evals" for b in budgets) + \
-      " | found optimum (" + "/".join(map(str, budgets)) + ") | median evals to optimum | s/run |"
-  lines = [header, "|" + "---|" * (len(budgets) + 4)]
+      " | found optimum (" + "/".join(map(str, budgets)) + ") | median evals to optimum | " \
+      f"best {table.search_metric} (" + "/".join(map(str, budgets)) + ") | s/run |"
+  lines = [header, "|" + "---|" * (len(budgets) + 5)]
   for name in names:
     s = summaries[name]
-    cells = [f"{m:.2f} ± {sd:.2f}" for m, sd, _ in s["columns"].values()]
-    found = "/".join(f"{f:.2f}" for _, _, f in s["columns"].values())
+    cells = [f"{m:.2f} ± {sd:.2f}" for m, sd, _, _ in s["columns"].values()]
+    found = "/".join(f"{f:.2f}" for _, _, f, _ in s["columns"].values())
+    searched = "/".join(f"{b:.2f}" for _, _, _, b in s["columns"].values())
     median = s["median_to_optimum"]
     median_text = f"{median:.0f}" if np.isfinite(median) else f"> {budgets[-1]}"
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {found} | {median_text} | "
-                 f"{s['seconds']:.1f} |")
+                 f"{searched} | {s['seconds']:.1f} |")
   table_text = "\n".join(lines)
   print(table_text)
 
@@ -312,12 +340,14 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   shown_runs = runs_path.relative_to(REPO) if runs_path.is_relative_to(REPO) else runs_path
   out.write_text(f"""# {title}: search benchmark on {seed_words}
 
-Command: `{command}` ({args.processes} processes).
+Command: `{command}` ({args.processes} process{"es" if args.processes != 1 else ""}).
 Search on `{table.search_metric}`, report `{metric}` of the arch with the best search metric
 among the first N evaluations; mean ± std over {len(seeds)} runs. "Found optimum": fraction of runs
 that evaluated the best-by-`{table.search_metric}` arch
 (`{table.space.to_string(optimum_arch)}`, {metric} {optimum.report[metric]:.2f}) within the budget.
 Median evaluations to the optimum counts runs that never found it as infinite.
+"Best {table.search_metric}": the mean over runs of the best search metric found, what
+the strategy itself maximises.{ties}
 
 {table_text}
 
