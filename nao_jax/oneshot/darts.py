@@ -381,11 +381,10 @@ def search(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict[s
   if data.valid is None:
     raise configuration.ConfigError("data.split", "DARTS updates alphas on a validation split; "
                                     f"use 'search' (got {config.data.split!r}).")
-  with configuration.section("darts"):
-    searcher = Darts(space, data, config.darts, config.seed)
   table = None
-  if space.name == "nb201":
-    with configuration.section("darts"):
+  with configuration.section("darts"):
+    searcher = Darts(space, data, config.darts, config.seed)  # Checks the settings first.
+    if space.name == "nb201":
       table = tabular.Nb201Table(config.darts.table_path or None,
                                  report_metric=config.darts.table_metric)
 

@@ -174,9 +174,10 @@ class MixedCell(nn.Module):
     states = [s0, s1]
     for i in range(self.nodes):
       params = supernet_lib.BranchParams(i, c, self.reduction, name=f"node{i}")()
-      strided = 2 if self.reduction else 0  # Edges from s0 and s1 stride in a reduction cell.
+      # The edges from s0 and s1 (the first two) stride in a reduction cell.
+      num_strided = 2 if self.reduction else 0
       total = 0.0
-      for first, end, stride in ((0, strided, 2), (strided, i + 2, 1)):
+      for first, end, stride in ((0, num_strided, 2), (num_strided, i + 2, 1)):
         if first < end:
           total = total + _edge_sum(states[first:end], weights[first_edge(i) + first:
                                                                first_edge(i) + end],
