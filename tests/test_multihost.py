@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from nao_jax import spaces
 from nao_jax.main import CPU_COMPILE_FLAG
 
@@ -99,6 +100,7 @@ def test_child_training_on_2_processes_equals_1_process(tmp_path):
   assert all("resumed from checkpoint step" in output for output in again)
 
 
+@pytest.mark.slow  # 2.5 minutes; the child-training test keeps 2 processes = 1 in the default run.
 def test_supernet_training_on_2_processes_equals_1_process(tmp_path):
   worker = [sys.executable, str(REPO / "tests" / "multihost_worker.py")]
   two, one = tmp_path / "two", tmp_path / "one"

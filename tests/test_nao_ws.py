@@ -231,6 +231,7 @@ def test_quickstart_killed_in_every_phase_resumes_to_the_same_result(uninterrupt
     assert json.load(f) == summary
 
 
+@pytest.mark.slow  # About a minute of compiling; test_training checks bf16 steps by default.
 def test_a_bfloat16_supernet_step_matches_float32_within_tolerance():
   """The same first step in bf16 compute (float32 parameters): loss within 2%."""
   losses = {}
