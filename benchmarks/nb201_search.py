@@ -212,6 +212,27 @@ def summarise(scores: np.ndarray, reports: np.ndarray, optimum_score: float,
   return {"columns": columns, "curve": curve, "median_to_optimum": float(np.median(reached))}
 
 
+def nao_lead(summaries: dict[str, dict], budgets: list[int]) -> str:
+  """A markdown table: NAO's mean report minus each other strategy's, per budget,
+  ± one standard error of the difference (the strategies' runs are independent),
+  or "" when NAO is not compared with anything."""
+  if "nao" not in summaries or len(summaries) < 2:
+    return ""
+  nao = summaries["nao"]["curve"]
+  lines = ["| NAO minus | " + " | ".join(f"{b} evals" for b in budgets) + " |",
+           "|" + "---|" * (len(budgets) + 1)]
+  for name, summary in summaries.items():
+    if name == "nao":
+      continue
+    cells = []
+    for budget in budgets:
+      ours, theirs = nao[:, budget - 1], summary["curve"][:, budget - 1]
+      error = np.sqrt(ours.var(ddof=1) / len(ours) + theirs.var(ddof=1) / len(theirs))
+      cells.append(f"{ours.mean() - theirs.mean():+.2f} ± {error:.2f}")
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def _seed_range(text: str) -> range:
   first, _, end = text.partition(":")
   return range(int(first), int(end))
@@ -324,6 +345,11 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
                  f"{searched} | {s['seconds']:.1f} |")
   table_text = "\n".join(lines)
   print(table_text)
+  lead = nao_lead(summaries, budgets)
+  if lead:
+    print(lead)
+    lead = ("\n\nNAO's lead: its mean minus each strategy's, ± one standard error of the "
+            f"difference.\n\n{lead}")
 
   from nao_jax import viz
   png = out.with_suffix(".png")
@@ -349,7 +375,7 @@ Median evaluations to the optimum counts runs that never found it as infinite.
 "Best {table.search_metric}": the mean over runs of the best search metric found, what
 the strategy itself maximises.{ties}
 
-{table_text}
+{table_text}{lead}
 
 Wall time {wall:.0f} s for {len(jobs)} runs ({reused} more read back from `{shown_runs}`; s/run is
 their time when run) on {os.cpu_count()} CPU cores; load average before

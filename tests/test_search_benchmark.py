@@ -52,3 +52,13 @@ def test_settings_are_overridden_on_tuning_seeds_only(tmp_path):
                        f"--runs={tmp_path / 'r.jsonl'}", f"--out={tmp_path / 'a.md'}"])
   with pytest.raises(ValueError, match="no field 'nao.no_such'"):
     nb201_search.benchmark_config("nb201-c10", "nao", ("nao.no_such=1",))
+
+
+def test_nao_lead_is_the_difference_of_means_with_its_standard_error():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  nao = np.array([[1.0, 2.0], [3.0, 4.0]])
+  other = np.array([[0.0, 1.0], [0.0, 3.0], [3.0, 2.0]])
+  text = nb201_search.nao_lead({"nao": {"curve": nao}, "local": {"curve": other}}, [1, 2])
+  # Budget 1: 2 - 1 = 1, sqrt(2/2 + 3/3) = 1.41; budget 2: 3 - 2 = 1, sqrt(2/2 + 1/3) = 1.15.
+  assert text.splitlines()[-1] == "| local | +1.00 ± 1.41 | +1.00 ± 1.15 |"
+  assert nb201_search.nao_lead({"local": {"curve": other}}, [1]) == ""
