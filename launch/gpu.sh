@@ -32,7 +32,7 @@ Two hosts (on host 1, --host-id=1):
 USAGE
 }
 
-die() { echo "error: $*" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 config="" workdir="" gpus="" bf16=0 dry_run=0 overrides=()
 distributed=0 coordinator="" hosts="" host_id=""
@@ -53,9 +53,8 @@ for arg in "$@"; do
   esac
 done
 
-[[ -n "$config" ]] || die "--config=FILE is required."
+check_config_file "$config"
 [[ -n "$workdir" ]] || die "--workdir=DIR is required."
-[[ -f "${config%%:*}" ]] || die "--config='$config': no such file (paths are relative to the repo root)."
 [[ -z "$gpus" || "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--gpus='$gpus': expected a list like 0,1,2,3."
 if [[ -n "$coordinator$hosts$host_id" ]]; then
   [[ "$coordinator" =~ ^[^:]+:[0-9]+$ ]] || die "--coordinator='$coordinator': expected HOST:PORT."
@@ -63,9 +62,7 @@ if [[ -n "$coordinator$hosts$host_id" ]]; then
   [[ "$host_id" =~ ^[0-9]+$ && "$host_id" -lt "$hosts" ]] \
     || die "--host-id='$host_id': expected 0..$((hosts - 1))."
 fi
-for o in "${overrides[@]+"${overrides[@]}"}"; do
-  [[ "$o" == --config.*=* ]] || die "--override='$o': expected --config.<field>=<value>."
-done
+check_overrides "${overrides[@]+"${overrides[@]}"}"
 
 command=(python -m nao_jax.main --config="$config" --workdir="$workdir")
 [[ $bf16 -eq 1 ]] && command+=(--dtype=bfloat16)

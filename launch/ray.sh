@@ -45,7 +45,7 @@ Rerunning the same submit command resumes the search: finished trials are kept.
 USAGE
 }
 
-die() { echo "error: $*" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [[ $# -ge 1 ]] || { usage; exit 2; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
@@ -68,11 +68,6 @@ for arg in "$@"; do
   esac
 done
 
-run() {
-  printf '+'; printf ' %q' "$@"; printf '\n'
-  if [[ $dry_run -eq 0 ]]; then "$@"; fi
-}
-
 case "$action" in
 head)
   [[ "$port" =~ ^[0-9]+$ ]] || die "--port='$port': expected a port number."
@@ -84,14 +79,11 @@ stop)
   run ray stop ;;
 submit)
   [[ "$address" =~ ^https?://[^/]+:[0-9]+$ ]] || die "--address='$address': expected http://HEAD_IP:8265."
-  [[ -n "$config" ]] || die "--config=FILE is required."
-  [[ -f "${config%%:*}" ]] || die "--config='$config': no such file."
+  check_config_file "$config"
   [[ -n "$workdir" ]] || die "--workdir=DIR is required."
   [[ "$workers" =~ ^[1-9][0-9]*$ ]] || die "--workers='$workers': expected a positive integer."
   [[ "$gpus" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--gpus-per-trial='$gpus': expected a number."
-  for o in "${overrides[@]+"${overrides[@]}"}"; do
-    [[ "$o" == --config.*=* ]] || die "--override='$o': expected --config.<field>=<value>."
-  done
+  check_overrides "${overrides[@]+"${overrides[@]}"}"
   run ray job submit --address="$address" --working-dir=. -- \
     python -m nao_jax.main --config="$config" --workdir="$workdir" \
     --config.executor.name=ray --config.executor.address=auto \

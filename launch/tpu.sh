@@ -42,7 +42,7 @@ each worker feeds its share of the global batch, process 0 writes the workdir.
 USAGE
 }
 
-die() { echo "error: $*" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [[ $# -ge 1 ]] || { usage; exit 2; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
@@ -72,18 +72,11 @@ done
 [[ -n "$zone" ]] || die "--zone=ZONE is required."
 [[ "$name" =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] || die "--name='$name': use lowercase letters, digits and '-'."
 [[ "$accelerator" =~ ^v[0-9]+[a-z]*(-[a-z]+)?-[0-9]+$ ]] || die "--accelerator='$accelerator': expected a type like v4-8, v5litepod-16 or v5p-32."
-for o in "${overrides[@]+"${overrides[@]}"}"; do
-  [[ "$o" == --config.*=* ]] || die "--override='$o': expected --config.<field>=<value>."
-done
+check_overrides "${overrides[@]+"${overrides[@]}"}"
 
 gcloud_tpu=(gcloud compute tpus tpu-vm)
 where=(--zone="$zone")
 [[ -n "$project" ]] && where+=(--project="$project")
-
-run() {
-  printf '+'; printf ' %q' "$@"; printf '\n'
-  if [[ $dry_run -eq 0 ]]; then "$@"; fi
-}
 
 case "$action" in
   create)
@@ -100,9 +93,8 @@ case "$action" in
         --command="cd nao_jax && python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu,tfds]'"
     ;;
   run)
-    [[ -n "$config" ]] || die "--config=FILE is required for run."
+    check_config_file "$config"
     [[ "$workdir" == gs://* ]] || die "--workdir='$workdir': all workers must share it; use a gs:// path."
-    [[ -f "${config%%:*}" ]] || die "--config='$config': no such file here (paths are relative to the repo root)."
     command="cd nao_jax && .venv/bin/python -m nao_jax.main --config=$config --workdir=$workdir --distributed"
     for o in "${overrides[@]+"${overrides[@]}"}"; do command+=" $o"; done
     echo "Will run '$config' on all workers of '$name' with workdir $workdir (rerun to resume)."
