@@ -19,7 +19,7 @@ bias starts at zero.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -59,9 +59,68 @@ def cell_step(w0: jnp.ndarray, ws: Sequence[jnp.ndarray], x: jnp.ndarray, h: jnp
   return jnp.mean(jnp.stack(states[1:]), axis=0)
 
 
-def _mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jnp.ndarray:
+def dropout_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jnp.ndarray:
   """A float32 dropout mask of ``shape``: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
   return jax.random.bernoulli(key, 1.0 - rate, shape).astype(jnp.float32) / (1.0 - rate)
+
+
+class WindowMasks(NamedTuple):
+  """A window's dropout masks (scaled), or 1.0 where a dropout is off.
+
+  Attributes:
+    embedding: ``[V, 1]``, on the embedding's rows (embedding dropout).
+    w0: ``W0``'s shape (DropConnect).
+    inputs: ``[B, 1, H]``, on the embedded words (locked over time).
+    x: ``[B, H]``, the cell's input mask.
+    h: ``[B, H]``, the cell's mask on states entering a matrix.
+    output: ``[B, 1, H]``, on the cell's outputs (locked over time).
+  """
+  embedding: Any = 1.0
+  w0: Any = 1.0
+  inputs: Any = 1.0
+  x: Any = 1.0
+  h: Any = 1.0
+  output: Any = 1.0
+
+
+def window_masks(key: jax.Array, batch: int, size: int, vocab_size: int, *, dropout: float,
+                 dropout_h: float, dropout_x: float, dropout_i: float, dropout_e: float,
+                 weight_dropout: float = 0.0) -> WindowMasks:
+  """A training window's masks (module docstring), drawn from ``key`` split six ways
+  in a fixed order, so that a supernet and a final model draw the same masks."""
+  keys = jax.random.split(key, 6)
+  return WindowMasks(
+      embedding=dropout_mask(keys[0], (vocab_size, 1), dropout_e) if dropout_e else 1.0,
+      w0=dropout_mask(keys[1], (2 * size, 2 * size), weight_dropout) if weight_dropout else 1.0,
+      inputs=dropout_mask(keys[2], (batch, 1, size), dropout_i),
+      x=dropout_mask(keys[3], (batch, size), dropout_x),
+      h=dropout_mask(keys[4], (batch, size), dropout_h),
+      output=dropout_mask(keys[5], (batch, 1, size), dropout))
+
+
+def run_window(step: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], embedding: jnp.ndarray,
+               decoder_bias: jnp.ndarray, tokens: jnp.ndarray, hidden: jnp.ndarray,
+               mask: jnp.ndarray | None, masks: WindowMasks, dtype: Any
+               ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Embeds ``tokens``, scans ``step(x_t [B, H], h [B, H]) -> new h`` over time and
+  decodes with the (undropped) tied embedding; arguments and results as
+  ``RnnLanguageModel.__call__``, with ``embedding`` ``[V, H]``, ``decoder_bias``
+  ``[V]`` and ``masks`` applied to the embedding, its output and the cell's outputs."""
+  x = jnp.take(embedding * masks.embedding, tokens, axis=0) * masks.inputs
+  mask = jnp.ones((tokens.shape[1],), jnp.float32) if mask is None else mask
+
+  def scan_step(h, inputs):
+    x_t, real = inputs
+    new = jnp.where(real > 0, step(x_t, h), h)
+    return new, new
+
+  hidden, raw = jax.lax.scan(scan_step, hidden.astype(jnp.float32),
+                             (jnp.swapaxes(x, 0, 1), mask))
+  raw = jnp.swapaxes(raw, 0, 1)
+  dropped = raw * masks.output
+  logits = jnp.dot(dropped.astype(dtype), embedding.T.astype(dtype))
+  logits = logits.astype(jnp.float32) + decoder_bias
+  return logits, hidden, {"raw": raw, "dropped": dropped}
 
 
 class RnnLanguageModel(nn.Module):
@@ -119,43 +178,19 @@ class RnnLanguageModel(nn.Module):
       ``(logits float32 [B, T, V], hidden [B, H] after the last real step,
       {'raw': cell outputs [B, T, H], 'dropped': the decoder's inputs [B, T, H]})``.
     """
-    batch, steps = tokens.shape
-    size = self.hidden_size
     nodes = [(node.predecessor, self.space.activations[node.activation])
              for node in self.arch.nodes]
-    embedding, w0 = self.embedding, self.w0
-    ones = lambda shape: jnp.ones(shape, jnp.float32)
+    masks = WindowMasks()
     if train:
-      key = self.make_rng("dropout")
-      keys = jax.random.split(key, 6)
-      if self.dropout_e:
-        embedding = embedding * _mask(keys[0], (self.vocab_size, 1), self.dropout_e)
-      if self.weight_dropout:
-        w0 = w0 * _mask(keys[1], w0.shape, self.weight_dropout)
-      in_mask = _mask(keys[2], (batch, 1, size), self.dropout_i)
-      x_mask = _mask(keys[3], (batch, size), self.dropout_x)
-      h_mask = _mask(keys[4], (batch, size), self.dropout_h)
-      out_mask = _mask(keys[5], (batch, 1, size), self.dropout)
-    else:
-      in_mask, x_mask, h_mask, out_mask = ones((1, 1, 1)), 1.0, 1.0, ones((1, 1, 1))
-    x = jnp.take(embedding, tokens, axis=0) * in_mask
+      masks = window_masks(self.make_rng("dropout"), tokens.shape[0], self.hidden_size,
+                           self.vocab_size, dropout=self.dropout, dropout_h=self.dropout_h,
+                           dropout_x=self.dropout_x, dropout_i=self.dropout_i,
+                           dropout_e=self.dropout_e, weight_dropout=self.weight_dropout)
+    w0 = (self.w0 * masks.w0).astype(self.dtype)
     ws = [w.astype(self.dtype) for w in self.ws]
-    w0 = w0.astype(self.dtype)
-    mask = jnp.ones((steps,), jnp.float32) if mask is None else mask
-
-    def step(h, inputs):
-      x_t, real = inputs
-      new = cell_step(w0, ws, x_t, h, nodes, x_mask, h_mask)
-      new = jnp.where(real > 0, new, h)
-      return new, new
-
-    hidden, raw = jax.lax.scan(step, hidden.astype(jnp.float32),
-                               (jnp.swapaxes(x, 0, 1), mask))
-    raw = jnp.swapaxes(raw, 0, 1)
-    dropped = raw * out_mask
-    logits = jnp.dot(dropped.astype(self.dtype), self.embedding.T.astype(self.dtype))
-    logits = logits.astype(jnp.float32) + self.decoder_bias
-    return logits, hidden, {"raw": raw, "dropped": dropped}
+    step = lambda x_t, h: cell_step(w0, ws, x_t, h, nodes, masks.x, masks.h)
+    return run_window(step, self.embedding, self.decoder_bias, tokens, hidden, mask, masks,
+                      self.dtype)
 
 
 def count_params(params: Any) -> int:

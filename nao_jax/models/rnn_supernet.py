@@ -45,11 +45,6 @@ def arch_arrays(space: RnnSpace, archs: Sequence[RnnArch]) -> np.ndarray:
   return np.stack([arch_array(space, arch) for arch in archs]).astype(np.int32)
 
 
-def _mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jnp.ndarray:
-  """A float32 dropout mask: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
-  return jax.random.bernoulli(key, 1.0 - rate, shape).astype(jnp.float32) / (1.0 - rate)
-
-
 def supernet_cell_step(w0: jnp.ndarray, ws: Sequence[jnp.ndarray], arch: jnp.ndarray,
                        x: jnp.ndarray, h: jnp.ndarray, activations: Sequence[str],
                        x_mask: Any = 1.0, h_mask: Any = 1.0) -> jnp.ndarray:
@@ -124,38 +119,20 @@ class RnnSupernet(nn.Module):
       ``(logits float32 [B, T, V], hidden [B, H] after the last real step,
       {'raw': cell outputs [B, T, H], 'dropped': the decoder's inputs [B, T, H]})``.
     """
-    batch, steps = tokens.shape
-    size, count = self.hidden_size, len(self.space.activations)
-    embedding = self.embedding
-    if train:
-      # The final model's keys (its keys[1] drops W0's weights): the same masks.
-      keys = jax.random.split(self.make_rng("dropout"), 6)
-      if self.dropout_e:
-        embedding = embedding * _mask(keys[0], (self.vocab_size, 1), self.dropout_e)
-      in_mask = _mask(keys[2], (batch, 1, size), self.dropout_i)
-      x_mask = _mask(keys[3], (batch, size), self.dropout_x)
-      h_mask = _mask(keys[4], (batch, size), self.dropout_h)
-      out_mask = _mask(keys[5], (batch, 1, size), self.dropout)
-    else:
-      in_mask, x_mask, h_mask, out_mask = 1.0, 1.0, 1.0, 1.0
-    x = jnp.take(embedding, tokens, axis=0) * in_mask
+    count = len(self.space.activations)
+    masks = rnn_model.WindowMasks()
+    if train:  # The final model's masks (no DropConnect here).
+      masks = rnn_model.window_masks(
+          self.make_rng("dropout"), tokens.shape[0], self.hidden_size, self.vocab_size,
+          dropout=self.dropout, dropout_h=self.dropout_h, dropout_x=self.dropout_x,
+          dropout_i=self.dropout_i, dropout_e=self.dropout_e)
     # The arch's blocks, picked once per window (their gradient lands in the picked rows).
     ws = [w[arch[j, 0] * count + arch[j, 1]].astype(self.dtype) for j, w in enumerate(self.ws)]
     w0 = self.w0.astype(self.dtype)
-    mask = jnp.ones((steps,), jnp.float32) if mask is None else mask
-
-    def step(h, inputs):
-      x_t, real = inputs
-      new = supernet_cell_step(w0, ws, arch, x_t, h, self.space.activations, x_mask, h_mask)
-      new = jnp.where(real > 0, new, h)
-      return new, new
-
-    hidden, raw = jax.lax.scan(step, hidden.astype(jnp.float32), (jnp.swapaxes(x, 0, 1), mask))
-    raw = jnp.swapaxes(raw, 0, 1)
-    dropped = raw * out_mask
-    logits = jnp.dot(dropped.astype(self.dtype), self.embedding.T.astype(self.dtype))
-    logits = logits.astype(jnp.float32) + self.decoder_bias
-    return logits, hidden, {"raw": raw, "dropped": dropped}
+    step = lambda x_t, h: supernet_cell_step(w0, ws, arch, x_t, h, self.space.activations,
+                                             masks.x, masks.h)
+    return rnn_model.run_window(step, self.embedding, self.decoder_bias, tokens, hidden, mask,
+                                masks, self.dtype)
 
 
 def init_params(model: RnnSupernet, seed: int) -> Any:
