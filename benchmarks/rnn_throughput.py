@@ -36,6 +36,7 @@ from nao_jax.evaluators import rnn_supernet
 from nao_jax.models import rnn
 from nao_jax.models import rnn_supernet as supernet_model
 from nao_jax.spaces import known
+from nao_jax.training import loop
 from nao_jax.training import rnn_loop
 from nao_jax.training import step as step_lib
 
@@ -55,7 +56,7 @@ def final_rate(dtype: str, steps: int, hidden: int = 850, batch: int = 64,
   """Training tokens/s of the NAO-WS-PTB final model on one device."""
   space, arch = known.get("NAO-WS-PTB")
   model = rnn.RnnLanguageModel(arch=arch, space=space, vocab_size=VOCAB, hidden_size=hidden,
-                               dtype=rnn_loop.DTYPES[dtype])
+                               dtype=loop.DTYPES[dtype])
   device = jax.local_devices()[:1]
   params = jax.device_get(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 2), jnp.int32),
                                               jnp.zeros((1, hidden)))["params"])

@@ -15,6 +15,7 @@ from nao_jax.data import ptb
 from nao_jax.models import rnn
 from nao_jax.spaces import known
 from nao_jax.spaces.rnn import RnnArch, RnnNode, RnnSpace
+from nao_jax.training import preemption
 from nao_jax.training import rnn_loop
 from tests.conftest import REPO, SHARED_DATA
 
@@ -240,7 +241,7 @@ def test_resume_repeats_an_uninterrupted_run(tmp_path, monkeypatch, needs_ptb):
     return progress
 
   monkeypatch.setattr(rnn_loop.progress_lib, "bar", preempting_bar)
-  with pytest.raises(rnn_loop.Preempted):
+  with pytest.raises(preemption.Preempted):
     rnn_loop.run(resume_config(epochs=1), str(resumed))
   monkeypatch.undo()
   state, meta = _final_state(resumed)

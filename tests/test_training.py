@@ -9,6 +9,7 @@ import pytest
 
 from nao_jax import models
 from nao_jax import spaces
+from nao_jax.training import preemption
 from nao_jax.training import step as step_lib
 from tests.conftest import tensorboard_scalars
 
@@ -230,7 +231,7 @@ def test_sigterm_saves_and_resume_continues_bit_exactly(tmp_path, monkeypatch, c
       signal.raise_signal(signal.SIGTERM)
 
   monkeypatch.setattr(loop, "_log", log_then_term)
-  with pytest.raises(loop.Preempted, match="step 12"):
+  with pytest.raises(preemption.Preempted, match="step 12"):
     loop.run(small_config(tmp_path), str(tmp_path / "resumed"))
   monkeypatch.setattr(loop, "_log", log)
   resumed = loop.run(small_config(tmp_path), str(tmp_path / "resumed"))

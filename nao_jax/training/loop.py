@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import threading
 import time
 from typing import Any, Sequence
 
@@ -37,13 +35,10 @@ from nao_jax import progress as progress_lib
 from nao_jax import spaces
 from nao_jax import tensorboard
 from nao_jax.spaces import known
+from nao_jax.training import preemption
 from nao_jax.training import step as step_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class Preempted(Exception):
-  """Training stopped on SIGTERM after saving a checkpoint; rerun to resume."""
 
 
 # The spaces whose archs have a trainer, and the settings their signatures carry.
@@ -228,13 +223,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   step_key = step_lib.replicate(jax.random.fold_in(key, 1), devices)
 
   writer = tensorboard.writer(workdir, "train")
-  preempted = []
-  # Signal handlers can only be set from the main thread (not in a trial's thread).
-  in_main = threading.current_thread() is threading.main_thread()
-  previous_handler = (signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
-                      if in_main else None)
+  preempted = preemption.SigtermFlag()
   started = time.time() - meta["wall_time"]
-  bar = progress_lib.bar(length.total_steps, "training", "step", start_step, show=in_main)
+  bar = progress_lib.bar(length.total_steps, "training", "step", start_step,
+                         show=preempted.in_main)
   try:
     pending, last_log, last_time = [], start_step, time.time()
     for step in range(start_step, length.total_steps):
@@ -266,7 +258,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         meta["wall_time"] = time.time() - started
         ckpt.save(done, step_lib.unreplicate(state), meta)
       if preempted:
-        raise Preempted(f"SIGTERM at step {done}: saved checkpoint {done} in "
+        raise preemption.Preempted(f"SIGTERM at step {done}: saved checkpoint {done} in "
                         f"{ckpt.directory}; run the same command again to resume.")
     if jax.process_count() > 1:
       check_processes_agree(step_lib.unreplicate(state.params))
@@ -274,8 +266,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     # Before the writer closes: one event file per run.
     writer.scalars(length.total_steps, {"test/accuracy": test})
   finally:
-    if in_main:
-      signal.signal(signal.SIGTERM, previous_handler)
+    preempted.restore()
     ckpt.close()
     writer.close()
     bar.close()

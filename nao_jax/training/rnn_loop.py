@@ -27,8 +27,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -50,14 +48,10 @@ from nao_jax.models import rnn as rnn_model
 from nao_jax.spaces import known
 from nao_jax.spaces.rnn import RnnSpace
 from nao_jax.training import loop
+from nao_jax.training import preemption
 from nao_jax.training import step as step_lib
 
 AXIS = step_lib.AXIS
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class Preempted(Exception):
-  """Training stopped on SIGTERM after saving a checkpoint; rerun to resume."""
 
 
 class RnnState(flax.struct.PyTreeNode):
@@ -199,7 +193,7 @@ def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
       ("train.learning_rate", train.learning_rate > 0, "must be > 0"),
       ("train.nonmono", train.nonmono >= 1, "must be >= 1"),
       ("train.asgd_epoch", train.asgd_epoch >= 0, "must be >= 0 (0: the non-monotone trigger)"),
-      ("train.dtype", train.dtype in DTYPES, f"choose one of {list(DTYPES)}"),
+      ("train.dtype", train.dtype in loop.DTYPES, f"choose one of {list(loop.DTYPES)}"),
       ("model.hidden_size", model.hidden_size >= 1, "must be >= 1"),
   ] + [(f"model.{name}", 0 <= model[name] < 1, "must be in [0, 1)")
        for name in ("dropout", "dropout_h", "dropout_x", "dropout_i", "dropout_e",
@@ -264,7 +258,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   test_rows = ptb.batchify(corpus.test, train_cfg.test_batch_size)
   model = rnn_model.RnnLanguageModel(
       arch=arch, space=space, vocab_size=len(corpus.vocab), **config.model.to_dict(),
-      dtype=DTYPES[train_cfg.dtype])
+      dtype=loop.DTYPES[train_cfg.dtype])
   hyper = Hyper(train_cfg.clip_norm, train_cfg.weight_decay, train_cfg.alpha, train_cfg.beta)
   key = jax.random.key(config.seed)
   tokens = jnp.zeros((1, 2), jnp.int32)
@@ -292,12 +286,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "valid/test words read as <unk>")
 
   writer = tensorboard.writer(workdir, "train")
-  preempted = []
-  in_main = threading.current_thread() is threading.main_thread()
-  previous_handler = (signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
-                      if in_main else None)
+  preempted = preemption.SigtermFlag()
   started = time.time() - meta["wall_time"]
-  bar = progress_lib.bar(train_cfg.epochs, "training", "epoch", meta["epoch"], show=in_main)
+  bar = progress_lib.bar(train_cfg.epochs, "training", "epoch", meta["epoch"],
+                         show=preempted.in_main)
 
   def save(hidden_rows: np.ndarray) -> None:
     meta["wall_time"] = time.time() - started
@@ -332,7 +324,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if preempted and done < len(plan):  # At an epoch's end, the epoch's checkpoint.
           meta.update(epoch=epoch, window=done)
           save(_global_hidden(hidden))
-          raise Preempted(_preempted_message(state, ckpt))
+          raise preemption.Preempted(_preempted_message(state, ckpt))
       host_state = step_lib.unreplicate(state)
       current = host_state.average if averaging else host_state.params
       valid_loss = None
@@ -357,12 +349,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       hidden = _shard(np.zeros((local_rows.shape[0], model.hidden_size), np.float32), devices)
       save(np.zeros((train_cfg.batch_size, model.hidden_size), np.float32))
       if preempted:
-        raise Preempted(_preempted_message(state, ckpt))
+        raise preemption.Preempted(_preempted_message(state, ckpt))
     test_loss, test_ppl = perplexity(eval_fn, best, test_rows, train_cfg.bptt, devices[0])
     writer.scalars(_step(state), {"test/perplexity": test_ppl})
   finally:
-    if in_main:
-      signal.signal(signal.SIGTERM, previous_handler)
+    preempted.restore()
     ckpt.close()
     writer.close()
     bar.close()
