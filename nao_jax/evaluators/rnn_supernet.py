@@ -59,11 +59,11 @@ from nao_jax.evaluators.base import Evaluation, Evaluator
 from nao_jax.models import rnn_supernet as model_lib
 from nao_jax.spaces.rnn import RnnSpace
 from nao_jax.training import step as step_lib
+from nao_jax.training.loop import DTYPES  # The compute dtypes a config may name.
 from nao_jax.training.rnn_loop import Hyper  # The final training's step settings.
 
 AXIS = step_lib.AXIS
 SCORE_CHUNK = 8  # Archs per device and compiled scoring call.
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -19,6 +19,7 @@ bias starts at zero.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -83,21 +84,6 @@ class WindowMasks(NamedTuple):
   output: Any = 1.0
 
 
-def window_masks(key: jax.Array, batch: int, size: int, vocab_size: int, *, dropout: float,
-                 dropout_h: float, dropout_x: float, dropout_i: float, dropout_e: float,
-                 weight_dropout: float = 0.0) -> WindowMasks:
-  """A training window's masks (module docstring), drawn from ``key`` split six ways
-  in a fixed order, so that a supernet and a final model draw the same masks."""
-  keys = jax.random.split(key, 6)
-  return WindowMasks(
-      embedding=dropout_mask(keys[0], (vocab_size, 1), dropout_e) if dropout_e else 1.0,
-      w0=dropout_mask(keys[1], (2 * size, 2 * size), weight_dropout) if weight_dropout else 1.0,
-      inputs=dropout_mask(keys[2], (batch, 1, size), dropout_i),
-      x=dropout_mask(keys[3], (batch, size), dropout_x),
-      h=dropout_mask(keys[4], (batch, size), dropout_h),
-      output=dropout_mask(keys[5], (batch, 1, size), dropout))
-
-
 def run_window(step: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], embedding: jnp.ndarray,
                decoder_bias: jnp.ndarray, tokens: jnp.ndarray, hidden: jnp.ndarray,
                mask: jnp.ndarray | None, masks: WindowMasks, dtype: Any
@@ -123,7 +109,49 @@ def run_window(step: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], embeddin
   return logits, hidden, {"raw": raw, "dropped": dropped}
 
 
-class RnnLanguageModel(nn.Module):
+class RnnRegularization(nn.Module):
+  """What the final model and the NAO-WS supernet (``models.rnn_supernet``) share:
+  their dropout rates (module docstring), initialisation and compute dtype,
+  keyword-only, and the masks they draw.
+
+  Attributes:
+    dropout: locked dropout on the cell's output (before the decoder).
+    dropout_h: the cell's mask on the hidden state and on every node's input.
+    dropout_x: the cell's mask on its input.
+    dropout_i: locked dropout on the embedded words.
+    dropout_e: embedding dropout (a dropped word is zero everywhere in the batch).
+    init_range: the uniform initialisation's bound.
+    dtype: compute dtype of the matrix products (parameters stay float32).
+  """
+  _: dataclasses.KW_ONLY
+  dropout: float = 0.75
+  dropout_h: float = 0.25
+  dropout_x: float = 0.75
+  dropout_i: float = 0.2
+  dropout_e: float = 0.0
+  init_range: float = 0.04
+  dtype: Any = jnp.float32
+
+  def uniform_init(self, key: jax.Array, shape: tuple[int, ...]) -> jnp.ndarray:
+    return jax.random.uniform(key, shape, jnp.float32, -self.init_range, self.init_range)
+
+  def window_masks(self, batch: int, size: int, vocab_size: int,
+                   weight_dropout: float = 0.0) -> WindowMasks:
+    """A training window's masks, drawn from the ``dropout`` rng split six ways in a
+    fixed order, so that a supernet and a final model draw the same masks."""
+    keys = jax.random.split(self.make_rng("dropout"), 6)
+    return WindowMasks(
+        embedding=(dropout_mask(keys[0], (vocab_size, 1), self.dropout_e)
+                   if self.dropout_e else 1.0),
+        w0=(dropout_mask(keys[1], (2 * size, 2 * size), weight_dropout)
+            if weight_dropout else 1.0),
+        inputs=dropout_mask(keys[2], (batch, 1, size), self.dropout_i),
+        x=dropout_mask(keys[3], (batch, size), self.dropout_x),
+        h=dropout_mask(keys[4], (batch, size), self.dropout_h),
+        output=dropout_mask(keys[5], (batch, 1, size), self.dropout))
+
+
+class RnnLanguageModel(RnnRegularization):
   """Embedding -> recurrent cell over time -> tied softmax decoder.
 
   Attributes:
@@ -131,33 +159,18 @@ class RnnLanguageModel(nn.Module):
     space: the ``rnn`` space whose activation order ``arch`` uses.
     vocab_size: words in the vocabulary.
     hidden_size: embedding and hidden size (equal: the decoder is the embedding).
-    dropout: locked dropout on the cell's output (before the decoder).
-    dropout_h: the cell's mask on the hidden state and on every node's input.
-    dropout_x: the cell's mask on its input.
-    dropout_i: locked dropout on the embedded words.
-    dropout_e: embedding dropout (a dropped word is zero everywhere in the batch).
     weight_dropout: DropConnect on ``W0``.
-    init_range: the uniform initialisation's bound.
-    dtype: compute dtype of the matrix products (parameters stay float32).
+    The dropout rates, ``init_range`` and ``dtype``: ``RnnRegularization``.
   """
   arch: RnnArch
   space: RnnSpace
   vocab_size: int
   hidden_size: int = 850
-  dropout: float = 0.75
-  dropout_h: float = 0.25
-  dropout_x: float = 0.75
-  dropout_i: float = 0.2
-  dropout_e: float = 0.0
   weight_dropout: float = 0.0
-  init_range: float = 0.04
-  dtype: Any = jnp.float32
 
   def setup(self):
     self.space.check(self.arch)
-    init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -self.init_range,
-                                                 self.init_range)
-    size = self.hidden_size
+    init, size = self.uniform_init, self.hidden_size
     self.embedding = self.param("embedding", init, (self.vocab_size, size))
     self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
     self.w0 = self.param("w0", init, (2 * size, 2 * size))
@@ -182,10 +195,8 @@ class RnnLanguageModel(nn.Module):
              for node in self.arch.nodes]
     masks = WindowMasks()
     if train:
-      masks = window_masks(self.make_rng("dropout"), tokens.shape[0], self.hidden_size,
-                           self.vocab_size, dropout=self.dropout, dropout_h=self.dropout_h,
-                           dropout_x=self.dropout_x, dropout_i=self.dropout_i,
-                           dropout_e=self.dropout_e, weight_dropout=self.weight_dropout)
+      masks = self.window_masks(tokens.shape[0], self.hidden_size, self.vocab_size,
+                                self.weight_dropout)
     w0 = (self.w0 * masks.w0).astype(self.dtype)
     ws = [w.astype(self.dtype) for w in self.ws]
     step = lambda x_t, h: cell_step(w0, ws, x_t, h, nodes, masks.x, masks.h)

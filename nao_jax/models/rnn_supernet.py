@@ -71,31 +71,22 @@ def supernet_cell_step(w0: jnp.ndarray, ws: Sequence[jnp.ndarray], arch: jnp.nda
   return jnp.mean(jnp.stack(states[1:]), axis=0)
 
 
-class RnnSupernet(nn.Module):
+class RnnSupernet(rnn_model.RnnRegularization):
   """Embedding -> shared-weight cell of a traced arch over time -> tied decoder.
 
   Attributes:
     space: the ``rnn`` space (its node count and activation order).
     vocab_size: words in the vocabulary.
     hidden_size: embedding and hidden size (equal: the decoder is the embedding).
-    dropout, dropout_h, dropout_x, dropout_i, dropout_e: as ``models.rnn.RnnLanguageModel``.
-    init_range: the uniform initialisation's bound.
-    dtype: compute dtype of the matrix products (parameters stay float32).
+    The dropout rates, ``init_range`` and ``dtype``: ``models.rnn.RnnRegularization``
+    (no DropConnect here).
   """
   space: RnnSpace
   vocab_size: int
   hidden_size: int = 300
-  dropout: float = 0.75
-  dropout_h: float = 0.25
-  dropout_x: float = 0.75
-  dropout_i: float = 0.2
-  dropout_e: float = 0.0
-  init_range: float = 0.04
-  dtype: Any = jnp.float32
 
   def setup(self):
-    init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -self.init_range,
-                                                 self.init_range)
+    init = self.uniform_init
     size, count = self.hidden_size, len(self.space.activations)
     self.embedding = self.param("embedding", init, (self.vocab_size, size))
     self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
@@ -121,11 +112,8 @@ class RnnSupernet(nn.Module):
     """
     count = len(self.space.activations)
     masks = rnn_model.WindowMasks()
-    if train:  # The final model's masks (no DropConnect here).
-      masks = rnn_model.window_masks(
-          self.make_rng("dropout"), tokens.shape[0], self.hidden_size, self.vocab_size,
-          dropout=self.dropout, dropout_h=self.dropout_h, dropout_x=self.dropout_x,
-          dropout_i=self.dropout_i, dropout_e=self.dropout_e)
+    if train:  # The final model's masks.
+      masks = self.window_masks(tokens.shape[0], self.hidden_size, self.vocab_size)
     # The arch's blocks, picked once per window (their gradient lands in the picked rows).
     ws = [w[arch[j, 0] * count + arch[j, 1]].astype(self.dtype) for j, w in enumerate(self.ws)]
     w0 = self.w0.astype(self.dtype)
