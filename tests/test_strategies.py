@@ -207,26 +207,3 @@ def test_one_token_neighbours_are_every_unseen_single_change(space_name):
         expected.add(space.arch_hash(space.decode(candidate)))
   assert set(hashes) == expected - seen
 
-
-def test_nao_local_candidates_are_the_unseen_archs_within_the_radius():
-  """NB201's hash is its token row, so the ball is a Hamming ball in token space."""
-  from nao_jax.strategies import nao  # pylint: disable=g-import-not-at-top
-  space = spaces.get("nb201")
-  config = small_config("nao")
-  config.neighbours_of_top, config.neighbour_radius = 2, 2
-  strategy = strategies.get("nao")
-  _, state = run_rounds(strategy, strategy.init(0, space, config), space, 1)
-  top = state.archive.tokens[state.archive.best(2)]
-  candidate = top[0].copy()
-  candidate[0] = [t for t in np.flatnonzero(space.allowed[0]) if t != top[0, 0]][0]
-  found, predicted = nao._neighbours(state, candidate[None])
-  rows = np.stack(np.meshgrid(*[np.flatnonzero(a) for a in space.allowed],
-                              indexing="ij"), -1).reshape(-1, space.length)
-  distance = np.min(np.sum(rows[:, None] != top[None], axis=-1), axis=1)
-  excluded = set(state.archive.seen) | {space.arch_hash(space.decode(candidate))}
-  expected = {space.arch_hash(space.decode(r)) for r in rows[(distance >= 1) & (distance <= 2)]}
-  hashes = [space.arch_hash(space.decode(r)) for r in found]
-  assert len(hashes) == len(set(hashes)) and set(hashes) == expected - excluded
-  found_distance = np.min(np.sum(found[:, None] != top[None], axis=-1), axis=1)
-  assert np.all(np.diff(found_distance) >= 0)  # Nearest first.
-  assert predicted.shape == (len(found),) and np.all((predicted > 0) & (predicted < 1))

@@ -8,8 +8,7 @@
   archs never asked before (``controller.generate``), ``new_per_round`` per round.
 * Candidate selection (``candidates_per_round``, ``neighbours_of_top``): up to
   ``candidates_per_round`` unseen archs are decoded from the seeds, the unseen
-  archs within ``neighbour_radius`` token changes (default 1) of the
-  ``neighbours_of_top`` best archs are added, and
+  one-token neighbours of the ``neighbours_of_top`` best archs are added, and
   the ``new_per_round`` candidates with the highest predicted score are asked.
   ``candidates_per_round = 0`` gives the reference's selection: the first
   ``new_per_round`` unseen archs decoded, in the order found; when the step
@@ -83,8 +82,6 @@ def default_config(space_name: str = "nb201") -> ml_collections.ConfigDict:
       # Also rank by the predictor all one-token neighbours of the best this many
       # evaluated archs (local candidates; 0: only gradient-step candidates).
       neighbours_of_top=5,
-      # Local candidates lie within this many token changes of those archs.
-      neighbour_radius=1,
       # NAS-Bench-Macro's 8-token space is as small as NB201's: same controller.
       controller=controller.default_config("nb201" if space_name == "macro" else space_name),
   ))
@@ -119,7 +116,6 @@ def init(seed: int, space: base.SearchSpace, config: ml_collections.ConfigDict) 
   for field in ("initial_pool", "new_per_round", "top_k", "max_step_size"):
     configuration.positive_int(config, field)
   configuration.positive_int(config, "candidates_per_round", 0)
-  configuration.positive_int(config, "neighbour_radius")
   with configuration.section("controller"):
     state = controller.init(jax.random.fold_in(jax.random.key(seed), 0), space,
                             config.controller)
@@ -178,25 +174,16 @@ def ask(state: NaoState, n: int) -> tuple[list[Any], NaoState]:
 
 
 def _neighbours(state: NaoState, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """The archs (int32 ``[M, L]``) within ``neighbour_radius`` token changes of the
-  ``neighbours_of_top`` best told archs that are neither asked before nor among
-  the candidates ``tokens [C, L]``, nearest first, and their predicted scores
-  float ``[M]``."""
+  """The one-token neighbours (int32 ``[M, L]``) of the ``neighbours_of_top`` best
+  told archs that are neither asked before nor among the candidates ``tokens
+  [C, L]``, and their predicted scores float ``[M]``."""
   space, top = state.space, int(state.config.neighbours_of_top)
   none = np.zeros((0, space.length), np.int32), np.zeros((0,), np.float32)
   if not top:
     return none
   seen = set(state.archive.seen) | {space.arch_hash(space.decode(t)) for t in tokens}
-  ring = state.archive.tokens[state.archive.best(top)]
-  reached = {space.arch_hash(space.decode(row)) for row in ring}
-  rings = []
-  for _ in range(int(state.config.neighbour_radius)):
-    ring = base.one_token_neighbours(space, ring, reached)
-    reached |= {space.arch_hash(space.decode(row)) for row in ring}
-    rings.append(ring)
-  neighbours = np.concatenate(rings)
-  neighbours = neighbours[[space.arch_hash(space.decode(row)) not in seen
-                           for row in neighbours]]
+  neighbours = base.one_token_neighbours(space, state.archive.tokens[state.archive.best(top)],
+                                         seen)
   if not len(neighbours):
     return none
   return neighbours, np.asarray(controller.predict(state.controller, neighbours))
