@@ -37,6 +37,7 @@ from nao_jax import controller  # noqa: E402
 from nao_jax import spaces  # noqa: E402
 from nao_jax.controller import optimize  # noqa: E402
 from nao_jax.strategies import gcn  # noqa: E402
+from nao_jax.strategies import surrogate  # noqa: E402
 
 DEFAULT_TABLE = REPO.parent / "shared" / "data" / "nasbench201" / "nb201_acc.npz"
 REFERENCE_SAMPLES_PER_S = 1120.0
@@ -96,9 +97,14 @@ def ridge_tau(train_ops, train_y, test_ops, test_y, alpha=1.0) -> float:
 def gcn_tau(space, train_archs, train_y, test_archs, test_y, seed: int) -> float:
   """Kendall tau of the GCN predictor (``strategies.gcn`` with its defaults) fitted
   on the training cells as that strategy fits it."""
-  predict = gcn.fit_predictor(space, train_archs, np.asarray(train_y), jax.random.key(seed),
-                              gcn.default_config())
-  return float(controller.metrics.kendall_tau(predict(test_archs), test_y))
+  c = gcn.default_config()
+  model = gcn.GCN(c.layers, c.hidden, c.head, c.dropout)
+  low, high = train_y.min(), train_y.max()
+  params = surrogate.fit(model, gcn.graphs(space, train_archs), (train_y - low) / (high - low),
+                         jax.random.key(seed), epochs=c.epochs, batch_size=c.batch_size,
+                         learning_rate=c.learning_rate, weight_decay=c.weight_decay)
+  predicted = surrogate.predict(model, params, gcn.graphs(space, test_archs))[0]
+  return float(controller.metrics.kendall_tau(predicted, test_y))
 
 
 def nb201_quality(table_path: pathlib.Path, quick: bool) -> list[dict[str, float]]:

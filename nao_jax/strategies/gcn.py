@@ -26,7 +26,7 @@ regression are the paper's; 3 layers of 144 units, Adam 1e-4 with weight decay
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -98,32 +98,21 @@ def _check(config: ml_collections.ConfigDict) -> None:
   configuration.number_in(config, "weight_decay", 0.0, 1.0)
 
 
-def fit_predictor(space: base.SearchSpace, archs: list[Any], scores: np.ndarray,
-                  key: jax.Array, config: ml_collections.ConfigDict
-                  ) -> Callable[[list[Any]], np.ndarray]:
-  """Fits the GCN (settings: ``config``, the strategy's section) on ``archs`` and
-  their ``scores`` float ``[N]``, min-max scaled to [0, 1]; returns the function
-  from a list of M archs to their predicted scaled scores, float ``[M]``."""
-  c = config
-  low, high = scores.min(), scores.max()
-  targets = (scores - low) / ((high - low) or 1.0)
-  model = GCN(c.layers, c.hidden, c.head, c.dropout)
-  params = surrogate.fit(model, graphs(space, archs), targets, key, epochs=c.epochs,
-                         batch_size=c.batch_size, learning_rate=c.learning_rate,
-                         weight_decay=c.weight_decay)
-  return lambda new_archs: surrogate.predict(model, params, graphs(space, new_archs))[0]
-
-
 def propose(state: surrogate.SurrogateState, rng: np.random.Generator, key: jax.Array,
             n: int) -> list[Any]:
   """The ``n`` best predicted of ``candidates`` random unseen archs."""
-  space, archive = state.space, state.archive
-  candidates = base.sample_unseen(space, rng, state.config.candidates, archive.seen)
+  c, space, archive = state.config, state.space, state.archive
+  candidates = base.sample_unseen(space, rng, c.candidates, archive.seen)
   if not candidates:
     return []
-  predict = fit_predictor(space, [space.decode(r) for r in archive.tokens], archive.scores,
-                          key, state.config)
-  return [candidates[i] for i in np.argsort(-predict(candidates), kind="stable")[:n]]
+  low, high = archive.scores.min(), archive.scores.max()
+  targets = (archive.scores - low) / ((high - low) or 1.0)
+  model = GCN(c.layers, c.hidden, c.head, c.dropout)
+  params = surrogate.fit(model, graphs(space, [space.decode(r) for r in archive.tokens]),
+                         targets, key, epochs=c.epochs, batch_size=c.batch_size,
+                         learning_rate=c.learning_rate, weight_decay=c.weight_decay)
+  predicted = surrogate.predict(model, params, graphs(space, candidates))[0]
+  return [candidates[i] for i in np.argsort(-predicted, kind="stable")[:n]]
 
 
 STRATEGY = surrogate.make_strategy(propose, _check)
