@@ -50,7 +50,15 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, metadata: dict[str, Any] | None = None) -> None:
     """Writes ``state`` (a pytree of arrays/scalars) and ``metadata`` as ``step``
-    and waits until it is on disk."""
+    and waits until it is on disk.
+
+    On a multi-process run orbax writes only arrays global to all processes;
+    process-local ones (a strategy's controller, equal on every process) are
+    written from host memory instead."""
+    if jax.process_count() > 1:
+      state = jax.tree.map(
+          lambda x: np.asarray(x) if isinstance(x, jax.Array) and x.is_fully_addressable
+          else x, state)
     with _ORBAX:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),

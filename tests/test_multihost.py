@@ -118,3 +118,22 @@ def test_supernet_training_on_2_processes_equals_1_process(tmp_path):
   assert a.files == b.files and len(a.files) > 10
   for name in a.files:
     np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.slow  # About 4 minutes: a whole NAO-WS job (search, re-ranking, final training) x 3.
+def test_nao_ws_job_on_2_processes_equals_1_process(tmp_path):
+  """Each process fits its own copy of the controller; its checkpoint is saved
+  from host memory (orbax writes only global arrays on a multi-process run)."""
+  main = [sys.executable, "-m", "nao_jax.main", "--config=configs/quickstart.py:small"]
+  two, one = tmp_path / "two", tmp_path / "one"
+  _run_together(_two_processes([*main, f"--workdir={two}"]) +
+                [([*main, f"--workdir={one}"], 2)])
+
+  def history(workdir):
+    records = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("cost", "time")} for r in records]
+
+  assert history(two) == history(one) and len(history(one)) > 10
+  best = json.loads((two / "best_arch.json").read_text())
+  assert best == json.loads((one / "best_arch.json").read_text())
+  assert best["final_test_accuracy"] > 0
