@@ -37,17 +37,22 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_together(commands: list[tuple[list[str], int]]) -> list[str]:
-  """Runs ``(argv, local devices)`` commands at once; returns their outputs."""
+def _run_together(commands: list[tuple[list[str], int]], timeout: float = 600) -> list[str]:
+  """Runs ``(argv, local devices)`` commands at once, each for at most ``timeout``
+  seconds; returns their outputs."""
   processes = [subprocess.Popen(
       argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       env={**os.environ, "JAX_PLATFORMS": "cpu", "NAO_JAX_PROGRESS": "0",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {CPU_COMPILE_FLAG}"})
       for argv, devices in commands]
   outputs = []
-  for process in processes:
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
+  for number, process in enumerate(processes):
+    output, _ = process.communicate(timeout=timeout)
+    # A fatal error's cause comes before its long list of extension modules.
+    fatal = output.rfind("Fatal Python error")
+    assert process.returncode == 0, (
+        f"command {number} exited with {process.returncode}:\n" +
+        (output[fatal:fatal + 3000] if fatal >= 0 else output[-3000:]))
     outputs.append(output)
   return outputs
 
@@ -127,7 +132,7 @@ def test_nao_ws_job_on_2_processes_equals_1_process(tmp_path):
   main = [sys.executable, "-m", "nao_jax.main", "--config=configs/quickstart.py:small"]
   two, one = tmp_path / "two", tmp_path / "one"
   _run_together(_two_processes([*main, f"--workdir={two}"]) +
-                [([*main, f"--workdir={one}"], 2)])
+                [([*main, f"--workdir={one}"], 2)], timeout=1800)
 
   def history(workdir):
     records = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
