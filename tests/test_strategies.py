@@ -206,4 +206,3 @@ def test_one_token_neighbours_are_every_unseen_single_change(space_name):
         candidate[position] = token
         expected.add(space.arch_hash(space.decode(candidate)))
   assert set(hashes) == expected - seen
-
