@@ -18,9 +18,13 @@ from nao_jax.main import CPU_COMPILE_FLAG  # Imports jax, starts no backend.
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {CPU_COMPILE_FLAG}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests (and the CLI runs they start, which inherit the environment) that build the
-# same networks compile them once: most of the suite's time is XLA compilation.
-_SESSION_CACHE = tempfile.mkdtemp(prefix="nao_jax_tests_xla_")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _SESSION_CACHE)
+# same networks compile them once: most of the suite's time is XLA compilation. The
+# pytest-xdist workers inherit the cache directory from the process that started
+# them, which alone created it (and removes it).
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _SESSION_CACHE = tempfile.mkdtemp(prefix="nao_jax_tests_xla_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
@@ -113,4 +117,5 @@ def macro_table_path() -> pathlib.Path:
 
 
 def pytest_sessionfinish(session, exitstatus):
-  shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+  if _SESSION_CACHE:
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)

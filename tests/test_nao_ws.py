@@ -55,6 +55,7 @@ def evaluator(num_devices, **overrides):
 POOL = supernet_lib.arch_arrays(SPACE, SPACE.sample(np.random.default_rng(0), 21))
 
 
+@pytest.mark.slow  # The child network's version runs by default (test_training.py).
 def test_training_on_8_devices_equals_one_device_with_the_whole_batch():
   assert jax.local_device_count() == 8
   one, eight = evaluator(1), evaluator(8)

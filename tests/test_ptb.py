@@ -193,6 +193,7 @@ def test_the_trained_cell_is_a_published_name_or_an_rnn_arch_file(tmp_path):
     rnn_loop._space_arch("NAO-C")  # pylint: disable=protected-access
 
 
+@pytest.mark.slow  # The default run trains PTB models in test_resume_repeats_an_uninterrupted_run.
 def test_small_training_beats_the_unigram_model(tmp_path, needs_ptb):
   config = _small_config(num_devices=2)
   results = rnn_loop.run(config, str(tmp_path))

@@ -189,8 +189,9 @@ def _run_and_kill(workdir, strategy, kill_at_lines, *flags):
 
 @pytest.mark.parametrize("strategy, flags", [
     ("nao", ()), ("evolution", ("--config.executor.workers=3",)), ("local", ()),
-    ("random", ("--config.executor.name=ray", "--config.executor.workers=3",
-                "--config.executor.cpus_per_trial=0.5"))])
+    # Ray's start-up makes this the longest variant (test_executors runs Ray by default).
+    pytest.param("random", ("--config.executor.name=ray", "--config.executor.workers=3",
+                            "--config.executor.cpus_per_trial=0.5"), marks=pytest.mark.slow)])
 def test_sigkill_mid_round_then_resume_equals_uninterrupted(strategy, flags, uninterrupted,
                                                             tmp_path):
   if "--config.executor.name=ray" in flags:

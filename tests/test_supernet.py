@@ -72,7 +72,8 @@ def test_parameter_count_matches_reference():
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == 7_387_350  # §7.2.
 
 
-@pytest.mark.parametrize("arch", [ARCH_A, ARCH_B], ids=["A", "B"])
+@pytest.mark.parametrize("arch", [pytest.param(ARCH_A, marks=pytest.mark.slow), ARCH_B],
+                         ids=["A", "B"])
 def test_gradient_is_zero_exactly_for_unused_weights(params, arch):
   _, grads = _loss_and_grad(params, jnp.asarray(supernet.arch_array(SPACE, arch)))
   use = _expected_use(arch)

@@ -288,7 +288,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pat
   assert step == 20
 
 
-@pytest.mark.parametrize("network", ["nasnet", "nb201"])
+@pytest.mark.parametrize("network", [pytest.param("nasnet", marks=pytest.mark.slow), "nb201"])
 def test_a_bfloat16_step_matches_float32_within_tolerance(network):
   """Same params and batch: bf16 compute (f32 params) gives the f32 loss within 2%
   (bf16 keeps 8 bits of mantissa; measured differences are a fraction of that)."""

@@ -91,7 +91,12 @@ def _start_until_recording(flags, stderr=subprocess.DEVNULL):
 def test_a_second_process_on_a_workdir_refuses_and_the_first_completes(tmp_path,
                                                                        nb201_table_path):
   first = _start_until_recording(_slow_search(tmp_path), stderr=subprocess.PIPE)
-  second = run_main(*_slow_search(tmp_path))
+  # Paused, the first keeps its lock however long the second takes to start.
+  first.send_signal(signal.SIGSTOP)
+  try:
+    second = run_main(*_slow_search(tmp_path))
+  finally:
+    first.send_signal(signal.SIGCONT)
   assert_one_line(second, f"--workdir={tmp_path} is in use by process {first.pid}")
   _, stderr = first.communicate(timeout=300)
   assert first.returncode == 0, stderr.decode()[-2000:]
