@@ -81,11 +81,17 @@ STRATEGY_CHOICES = tuple(STRATEGY_CODE)
 DECIMALS = 6  # Scores and reports are rounded to this many (module docstring).
 
 
-def _worker_init() -> None:
+def _worker_init(compilation_cache: str) -> None:
   # One XLA thread per process: the processes share the cores.
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+  if compilation_cache:
+    # Every run compiles the same programs: keep all of them, however quick to
+    # compile. A program read back is the one compiled, so no result changes.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser(compilation_cache))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def benchmark_config(benchmark: str, strategy: str, overrides: tuple[str, ...] = ()):
@@ -254,6 +260,8 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="override a config field of every strategy's config (tuning "
                            "seeds only), e.g. --set=nao.top_k=50")
+  parser.add_argument("--compilation_cache", default="~/.cache/nao_jax/xla_benchmarks",
+                      help="directory of compiled programs shared by the runs ('' for none)")
   parser.add_argument("--runs", default=None,
                       help="JSONL of finished runs, reused and appended to "
                            "(default: results/runs/<benchmark>.jsonl)")
@@ -305,7 +313,8 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   started, load_before = time.time(), os.getloadavg()
   runs_path.parent.mkdir(parents=True, exist_ok=True)
   context = multiprocessing.get_context("spawn")
-  with context.Pool(args.processes, initializer=_worker_init) as pool, \
+  with context.Pool(args.processes, initializer=_worker_init,
+                    initargs=(args.compilation_cache,)) as pool, \
       runs_path.open("a") as runs_file:
     for done, (name, seed, scores, reports, seconds) in enumerate(
         pool.imap_unordered(run_one, jobs), start=1):
