@@ -139,6 +139,14 @@ def fingerprint(benchmark: str, strategy: str, overrides: tuple[str, ...]) -> st
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+RUNS_DIR = REPO / "benchmarks" / "results" / "runs"
+
+
+def default_runs_path(benchmark: str, runs_dir: pathlib.Path = RUNS_DIR) -> pathlib.Path:
+  """Where the runs of ``benchmark`` are recorded unless ``--runs`` says otherwise."""
+  return pathlib.Path(runs_dir) / f"{benchmark.replace('-', '_')}.jsonl"
+
+
 def load_runs(path: pathlib.Path) -> dict[tuple[str, str, int], dict]:
   """``(strategy, fingerprint, seed) -> run`` of the runs recorded in ``path``
   (the longest where one was recorded twice); a damaged line (a crash while
@@ -288,8 +296,7 @@ def main(argv: list[str] | None = None, benchmark: str | None = None) -> None:
   optimum_score = round(optimum.score, DECIMALS)
   ties = tie_note(table, optimum_score)
 
-  runs_path = pathlib.Path(args.runs or REPO / "benchmarks" / "results" / "runs" /
-                           f"{args.benchmark.replace('-', '_')}.jsonl")
+  runs_path = pathlib.Path(args.runs or default_runs_path(args.benchmark))
   recorded = load_runs(runs_path)
   overrides = tuple(args.set)
   if overrides and not tuning:

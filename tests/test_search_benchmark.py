@@ -62,3 +62,34 @@ def test_nao_lead_is_the_difference_of_means_with_its_standard_error():
   # Budget 1: 2 - 1 = 1, sqrt(2/2 + 3/3) = 1.41; budget 2: 3 - 2 = 1, sqrt(2/2 + 1/3) = 1.15.
   assert text.splitlines()[-1] == "| local | +1.00 ± 1.41 | +1.00 ± 1.15 |"
   assert nb201_search.nao_lead({"local": {"curve": other}}, [1]) == ""
+
+
+def test_compare_variants_pairs_runs_by_seed(tmp_path, capsys):
+  import compare_variants  # pylint: disable=g-import-not-at-top
+  variant = "evaluator.seconds_per_query=0.0001"
+  prints = [nb201_search.fingerprint("nb201-c10", "random", overrides)
+            for overrides in ((), (variant,))]
+  # Seed -> (default run's scores, variant run's); reports are the scores + 1.
+  runs = {0: ([1.0, 3.0, 2.0], [2.0, 2.0, 5.0]),
+          1: ([4.0, 1.0, 1.0], [1.0, 3.0, 3.0]),
+          2: ([0.0, 0.0, 0.0], [9.0, 9.0, 9.0]),  # Variant run too short: left out.
+          1000: ([0.0, 0.0, 0.0], [9.0, 9.0, 9.0])}  # Not a tuning seed: left out.
+  lines = []
+  for seed, pair in runs.items():
+    for fingerprint, scores in zip(prints, pair):
+      if seed == 2 and fingerprint == prints[1]:
+        scores = scores[:2]
+      lines.append(json.dumps(dict(strategy="random", fingerprint=fingerprint, seed=seed,
+                                   scores=scores, reports=[s + 1 for s in scores])))
+  (tmp_path / "nb201_c10.jsonl").write_text("\n".join(lines) + "\n")
+  compare_variants.main([f"--set={variant}", "--strategy=random", "--benchmarks=nb201-c10",
+                         "--budgets=2,3", f"--runs_dir={tmp_path}"])
+  rows = [line for line in capsys.readouterr().out.splitlines()
+          if line.startswith(("| nb201", "| pooled"))]
+  # Budget 2, variant minus default: seed 0 best 2 - 3, seed 1 best 3 - 4.
+  # Budget 3: seed 0 5 - 3, seed 1 3 - 4: mean 0.5, se std([2, -1]) / sqrt(2) = 1.5.
+  # Pooled at budget 2: -1 over the std of the default's reports (4 and 5), 0.707.
+  assert rows == ["| nb201-c10 | 2 | 2 | -1.000 ± 0.000 | 0 / 2 | -1.000 ± 0.000 |",
+                  "| nb201-c10 | 3 | 2 | +0.500 ± 1.500 | 1 / 1 | +0.500 ± 1.500 |",
+                  "| pooled (effect size) | 2 | 2 | -1.414 ± 0.000 | 0 / 2 | |",
+                  "| pooled (effect size) | 3 | 2 | +0.707 ± 2.121 | 1 / 1 | |"]
