@@ -93,3 +93,17 @@ def test_compare_variants_pairs_runs_by_seed(tmp_path, capsys):
                   "| nb201-c10 | 3 | 2 | +0.500 ± 1.500 | 1 / 1 | +0.500 ± 1.500 |",
                   "| pooled (effect size) | 2 | 2 | -1.414 ± 0.000 | 0 / 2 | |",
                   "| pooled (effect size) | 3 | 2 | +0.707 ± 2.121 | 1 / 1 | |"]
+
+
+def test_nao_candidates_reports_each_nao_round(capsys):
+  import nao_candidates  # pylint: disable=g-import-not-at-top
+  nao_candidates.main(["--benchmark=nb201-c10", "--seed=0", "--budget=40",
+                       "--set=nao.controller.train.epochs=2"])
+  rows = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines()
+          if line.startswith("| ") and not line.startswith("| evals")]
+  assert [int(row[0]) for row in rows] == [20, 30]  # The rounds after the random 20.
+  for row in rows:
+    decoded, neighbours, asked_decoded = int(row[1]), int(row[2]), int(row[3])
+    assert decoded + neighbours >= 10 and 0 <= asked_decoded <= min(decoded, 10)
+    best_candidate, best_asked, best_so_far = float(row[6]), float(row[7]), float(row[10])
+    assert best_asked <= best_candidate and best_asked <= best_so_far
