@@ -41,7 +41,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config[name] = strategies.default_config(name)
   if arg == "small":
     config.budget = 20
-    config.nao.initial_pool = 10
     config.nao.new_per_round = 5
     config.nao.candidates_per_round = 10
     config.nao.max_step_size = 5
