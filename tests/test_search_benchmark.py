@@ -97,11 +97,11 @@ def test_compare_variants_pairs_runs_by_seed(tmp_path, capsys):
 
 def test_nao_candidates_reports_each_nao_round(capsys):
   import nao_candidates  # pylint: disable=g-import-not-at-top
-  nao_candidates.main(["--benchmark=nb201-c10", "--seed=0", "--budget=40",
-                       "--set=nao.controller.train.epochs=2"])
+  nao_candidates.main(["--benchmark=nb201-c10", "--seed=0", "--budget=30",
+                       "--set=nao.initial_pool=10", "--set=nao.controller.train.epochs=2"])
   rows = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines()
           if line.startswith("| ") and not line.startswith("| evals")]
-  assert [int(row[0]) for row in rows] == [20, 30]  # The rounds after the random 20.
+  assert [int(row[0]) for row in rows] == [10, 20]  # The rounds after the random 10.
   for row in rows:
     decoded, neighbours, asked_decoded = int(row[1]), int(row[2]), int(row[3])
     assert decoded + neighbours >= 10 and 0 <= asked_decoded <= min(decoded, 10)
