@@ -39,11 +39,11 @@ import nb201_search  # noqa: E402
 
 
 def best_at(run: dict, budget: int) -> tuple[float, float]:
-  """(report, search score) of the first arch with the best search score among
-  the run's first ``budget`` evaluations."""
-  scores = run["scores"][:budget]
-  index = int(np.argmax(scores))
-  return run["reports"][index], scores[index]
+  """(report, search score) of the run's best arch among its first ``budget``
+  evaluations, as the search tables count it (``nb201_search.report_curve``)."""
+  scores = np.array([run["scores"][:budget]])
+  curve = nb201_search.report_curve(scores, np.array([run["reports"][:budget]]))
+  return float(curve[0, -1]), float(scores.max())
 
 
 def paired(default: dict[int, dict], variant: dict[int, dict], budget: int

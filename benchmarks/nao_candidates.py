@@ -74,21 +74,25 @@ def main(argv: list[str] | None = None) -> None:
     for result in search.rounds(strategy, state, evaluator, args.budget):
       scores = [r["score"] for r in result.records]
       if candidates:
-        kinds, predicted, true = [], [], []
+        kinds, predicted, true, hashes = [], [], [], []
         for kind in ("decoded", "neighbours"):
           tokens, values = candidates.get(kind, (np.zeros((0, 0)), np.zeros(0)))
           kinds += [kind] * len(values)
           predicted += list(values)
           archs = [table.space.decode(row) for row in tokens]
+          hashes += [table.space.arch_hash(arch) for arch in archs]
           true += [np.round(e.score, nb201_search.DECIMALS) for e in table.evaluate(archs)]
         kinds, predicted, true = np.array(kinds), np.array(predicted), np.array(true)
-        asked = np.argsort(-predicted, kind="stable")[:len(scores)]
+        # The candidates the round evaluated (the rest of it, if any, was random).
+        asked_hashes = {r["hash"] for r in result.records}
+        asked = np.array([h in asked_hashes for h in hashes], bool)
         near = kinds == "neighbours"
         tau = stats.kendalltau(predicted, true)[0] if len(true) > 2 else np.nan
         tau_near = stats.kendalltau(predicted[near], true[near])[0] if near.sum() > 2 else np.nan
         print(f"| {told} | {int((~near).sum())} | {int(near.sum())} | "
               f"{int((~near[asked]).sum())} | {tau:.2f} | {tau_near:.2f} | {true.max():.2f} | "
-              f"{true[asked].max():.2f} | {bool((true >= optimum).any())} | "
+              f"{true[asked].max() if asked.any() else np.nan:.2f} | "
+              f"{bool((true >= optimum).any())} | "
               f"{bool((true[asked] >= optimum).any())} | {max(best_so_far, *scores):.2f} |",
               flush=True)
         candidates.clear()

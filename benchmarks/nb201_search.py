@@ -202,11 +202,9 @@ def tie_note(table, optimum_score: float) -> str:
           "optimum.")
 
 
-def summarise(scores: np.ndarray, reports: np.ndarray, optimum_score: float,
-              budgets: list[int]) -> dict[str, object]:
-  """Per-run arrays ``[R, B]`` -> the curves (report of the best so far, ``[R, B]``)
-  and per budget: the report's mean and std, the fraction of runs that reached
-  ``optimum_score``, and the mean best search score."""
+def report_curve(scores: np.ndarray, reports: np.ndarray) -> np.ndarray:
+  """Per-run arrays ``[R, B]`` -> ``[R, B]``: at each evaluation, the report of the
+  run's best arch so far (the first one evaluated among those tied on the score)."""
   runs, length = scores.shape
   curve = np.empty((runs, length))
   for r in range(runs):
@@ -215,6 +213,15 @@ def summarise(scores: np.ndarray, reports: np.ndarray, optimum_score: float,
       if scores[r, t] > best:
         best, value = scores[r, t], reports[r, t]
       curve[r, t] = value
+  return curve
+
+
+def summarise(scores: np.ndarray, reports: np.ndarray, optimum_score: float,
+              budgets: list[int]) -> dict[str, object]:
+  """Per-run arrays ``[R, B]`` -> the curves (report of the best so far, ``[R, B]``)
+  and per budget: the report's mean and std, the fraction of runs that reached
+  ``optimum_score``, and the mean best search score."""
+  curve = report_curve(scores, reports)
   reached = np.where((scores >= optimum_score).any(axis=1),
                      np.argmax(scores >= optimum_score, axis=1) + 1, np.inf)
   columns = {}
