@@ -26,6 +26,8 @@ from nao_jax.main import CPU_COMPILE_FLAG
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CHILD = ["--config=configs/cifar_final.py:small", "--config.train.epochs=1"]
+PTB = pathlib.Path(os.environ["NAO_JAX_DATA"]) / "ptb" / "ptb.valid.txt"  # Set by conftest.
+needs_ptb = pytest.mark.skipif(not PTB.is_file(), reason=f"{PTB} not found")
 # A NAS-Bench-201 cell of one 1x1 convolution and skips: the network compiles in
 # seconds (a nasnet cell takes a minute on two cores).
 CELL = "|nor_conv_1x1~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|"
@@ -67,16 +69,21 @@ def _digests(output: str) -> list[str]:
   return re.findall(r"parameters sha256 ([0-9a-f]{64})", output)
 
 
+def _history(workdir: pathlib.Path) -> list[dict]:
+  """The search's records without their timings."""
+  records = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if k not in ("cost", "time")} for r in records]
+
+
 def _leaves(tree) -> list[np.ndarray]:
   if isinstance(tree, dict):
     return [leaf for key in sorted(tree) for leaf in _leaves(tree[key])]
   return [np.asarray(tree)]
 
 
-def _last_params(workdir: pathlib.Path) -> list[np.ndarray]:
+def _last_state(workdir: pathlib.Path) -> dict:
   step = max((workdir / "checkpoints").glob("[0-9]*"), key=lambda path: int(path.name))
-  state = ocp.StandardCheckpointer().restore(step / "state")
-  return _leaves(state["params"])
+  return ocp.StandardCheckpointer().restore(step / "state")
 
 
 def test_child_training_on_2_processes_equals_1_process(tmp_path):
@@ -90,7 +97,8 @@ def test_child_training_on_2_processes_equals_1_process(tmp_path):
   (digest,) = _digests(first)
   assert _digests(second) == [digest]  # Checked across processes by the run itself too.
   assert "process 0/2" in first and "process 1/2" in second
-  for a, b in zip(_last_params(two), _last_params(one), strict=True):
+  for a, b in zip(_leaves(_last_state(two)["params"]), _leaves(_last_state(one)["params"]),
+                  strict=True):
     np.testing.assert_array_equal(a, b)
   results = json.loads((two / "results.json").read_text())
   reference = json.loads((one / "results.json").read_text())
@@ -103,6 +111,26 @@ def test_child_training_on_2_processes_equals_1_process(tmp_path):
   again = _run_together(_two_processes([*main, f"--workdir={two}"]))
   assert [_digests(output) for output in again] == [[digest], [digest]]
   assert all("resumed from checkpoint step" in output for output in again)
+
+
+@needs_ptb
+def test_ptb_training_on_2_processes_equals_1_process(tmp_path):
+  """The rows of the training stream are split over the processes, their
+  gradients averaged over both (each process used to train alone)."""
+  main = [sys.executable, "-m", "nao_jax.main", "--config=configs/ptb_final.py:small",
+          "--config.train.epochs=1", "--config.train.asgd_epoch=0"]
+  two, one = tmp_path / "two", tmp_path / "one"
+  first, second, _ = _run_together(
+      _two_processes([*main, f"--workdir={two}"]) + [([*main, f"--workdir={one}"], 2)])
+  (digest,) = _digests(first)
+  assert _digests(second) == [digest]
+  # Weights, their average and the best weights: every leaf of the checkpoint.
+  for a, b in zip(_leaves(_last_state(two)), _leaves(_last_state(one)), strict=True):
+    np.testing.assert_array_equal(a, b)
+  results = json.loads((two / "results.json").read_text())
+  reference = json.loads((one / "results.json").read_text())
+  assert results["devices"] == reference["devices"] == 2 and results["steps"] > 100
+  assert results["test_perplexity"] == reference["test_perplexity"] < 1000
 
 
 @pytest.mark.slow  # 2.5 minutes; the child-training test keeps 2 processes = 1 in the default run.
@@ -134,11 +162,23 @@ def test_nao_ws_job_on_2_processes_equals_1_process(tmp_path):
   _run_together(_two_processes([*main, f"--workdir={two}"]) +
                 [([*main, f"--workdir={one}"], 2)], timeout=1800)
 
-  def history(workdir):
-    records = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("cost", "time")} for r in records]
-
-  assert history(two) == history(one) and len(history(one)) > 10
+  assert _history(two) == _history(one) and len(_history(one)) > 10
   best = json.loads((two / "best_arch.json").read_text())
   assert best == json.loads((one / "best_arch.json").read_text())
   assert best["final_test_accuracy"] > 0
+
+
+@needs_ptb
+@pytest.mark.slow  # About 4 minutes: the recurrent supernet's search, re-ranking, training.
+def test_ptb_nao_ws_job_on_2_processes_equals_1_process(tmp_path):
+  """The recurrent supernet splits its training rows and their hidden state over
+  the processes; a checkpoint gathers the hidden state of every row."""
+  main = [sys.executable, "-m", "nao_jax.main", "--config=configs/ptb.py:small",
+          "--config.final.train.epochs=2", "--config.final.train.asgd_epoch=1"]
+  two, one = tmp_path / "two", tmp_path / "one"
+  _run_together(_two_processes([*main, f"--workdir={two}"]) +
+                [([*main, f"--workdir={one}"], 2)], timeout=1800)
+  assert _history(two) == _history(one) and len(_history(one)) == 16
+  best = json.loads((two / "best_arch.json").read_text())
+  assert best == json.loads((one / "best_arch.json").read_text())
+  assert best["final_test_perplexity"] < 1000

@@ -27,12 +27,14 @@ always scored), checkpointing every ``ckpt_every_steps`` steps inside the round.
   The score is the negative log perplexity ``-mean NLL`` (higher is better);
   the report holds the perplexity ``exp(mean NLL)``.
 
-Both run data-parallel over this process's devices: the train step is written
-once with ``axis_name='batch'`` (the rows split over devices, gradients and
-metrics averaged) and ``pmap``-ped; scoring shards the archs over devices and
-``lax.map``-s them on each. The arch is an argument: one compilation serves
-every arch. Multi-process runs are not supported (the hidden state of the
-training rows lives on this process).
+Training is data-parallel: the train step is written once with
+``axis_name='batch'`` and ``pmap``-ped over every device of every process (the
+rows split over them, gradients and metrics averaged); each process holds its
+share of the rows and of their hidden state, and a checkpoint gathers the whole
+hidden state. Scoring has no collectives: every process shards the archs over
+its own devices and ``lax.map``-s them on each, with the same weights, so all
+processes reach the same scores. The arch is an argument: one compilation
+serves every arch.
 """
 
 from __future__ import annotations
@@ -58,9 +60,9 @@ from nao_jax.data import ptb
 from nao_jax.evaluators.base import Evaluation, Evaluator
 from nao_jax.models import rnn_supernet as model_lib
 from nao_jax.spaces.rnn import RnnSpace
+from nao_jax.training import rnn_loop
 from nao_jax.training import step as step_lib
 from nao_jax.training.loop import DTYPES  # The compute dtypes a config may name.
-from nao_jax.training.rnn_loop import Hyper  # The final training's step settings.
 
 AXIS = step_lib.AXIS
 SCORE_CHUNK = 8  # Archs per device and compiled scoring call.
@@ -98,7 +100,7 @@ class State(flax.struct.PyTreeNode):
 def train_step(state: State, hidden: jnp.ndarray, inputs: jnp.ndarray, targets: jnp.ndarray,
                length: jnp.ndarray, learning_rate: jnp.ndarray, arch: jnp.ndarray,
                key: jax.Array, *, model: model_lib.RnnSupernet,
-               hyper: Hyper) -> tuple[State, jnp.ndarray, dict[str, jnp.ndarray]]:
+               hyper: rnn_loop.Hyper) -> tuple[State, jnp.ndarray, dict[str, jnp.ndarray]]:
   """One SGD step of ``arch`` on this device's rows; must run in ``pmap`` over ``AXIS``.
 
   Args:
@@ -193,17 +195,17 @@ class RnnSupernetEvaluator(Evaluator):
     if corpus.valid is None:
       raise ValueError("the rnn supernet scores archs on a validation stream; set "
                        "config.data.valid_split or config.data.holdout_lines.")
-    if jax.process_count() > 1:
-      raise ValueError("the rnn supernet runs on one process's devices; drop --distributed.")
     local = jax.local_devices()
     wanted = config.num_devices or len(local)
+    processes = jax.process_count()
     train_rows = len(corpus.train) // max(config.batch_size, 1)
     valid_rows = len(corpus.valid) // max(config.eval_batch_size, 1)
     configuration.check(config, [
-        ("num_devices", 1 <= wanted <= len(local),
-         f"this host has {len(local)} devices; use 0 (all) or 1..{len(local)}"),
-        ("batch_size", config.batch_size >= 1 and config.batch_size % wanted == 0,
-         f"must be a positive multiple of the {wanted} devices"),
+        ("num_devices", 1 <= wanted <= len(local) and (processes == 1 or wanted == len(local)),
+         f"this host has {len(local)} devices; use 0 (all) or 1..{len(local)} (all on a "
+         "multi-process run)"),
+        ("batch_size", config.batch_size >= 1 and config.batch_size % (wanted * processes) == 0,
+         f"must be a positive multiple of the {wanted * processes} devices"),
         ("bptt", config.bptt >= 2, "must be >= 2"),
         ("batch_size", train_rows >= config.bptt + 2,
          f"leaves {train_rows} training tokens per row, fewer than bptt + 2"),
@@ -223,20 +225,20 @@ class RnnSupernetEvaluator(Evaluator):
     self.num_rounds = len(self.scoring_epochs)
     self.space, self.config, self.seed = space, config, int(seed)
     self.devices = local[:wanted]
-    self.rows = ptb.batchify(corpus.train, config.batch_size)
+    self.rows = rnn_loop.host_rows(ptb.batchify(corpus.train, config.batch_size))
     self.model = model_lib.RnnSupernet(
         space=space, vocab_size=len(corpus.vocab), hidden_size=config.hidden_size,
         dropout=config.dropout, dropout_h=config.dropout_h, dropout_x=config.dropout_x,
         dropout_i=config.dropout_i, dropout_e=config.dropout_e, init_range=config.init_range,
         dtype=DTYPES[config.dtype])
-    hyper = Hyper(config.clip_norm, config.weight_decay, config.alpha, config.beta)
+    hyper = rnn_loop.Hyper(config.clip_norm, config.weight_decay, config.alpha, config.beta)
     params = model_lib.init_params(self.model, seed)
     self.state = step_lib.replicate(State(step=np.zeros((), np.int32), params=params),
                                     self.devices)
     self.epoch, self.window = 0, 0
-    self.hidden = self._shard(np.zeros((config.batch_size, config.hidden_size), np.float32))
+    self.hidden = self._shard(np.zeros((len(self.rows), config.hidden_size), np.float32))
     self._train = jax.pmap(functools.partial(train_step, model=self.model, hyper=hyper),
-                           axis_name=AXIS, devices=self.devices,
+                           axis_name=AXIS, devices=step_lib.pmap_devices(self.devices),
                            in_axes=(0, 0, 0, 0, None, None, None, None), donate_argnums=(0, 1))
     # Scoring has no collectives: each device scores its share of the archs.
     self._score = jax.pmap(functools.partial(score_archs, model=self.model),
@@ -290,7 +292,7 @@ class RnnSupernetEvaluator(Evaluator):
       self.state, self.hidden, metrics = self._train(
           self.state, self.hidden, self._shard(chunk[:, :-1]), self._shard(chunk[:, 1:]),
           np.int32(length), rate, arch, self._key)
-      done.append({**metrics, "words": length * self.rows.shape[0]})
+      done.append({**metrics, "words": length * self.config.batch_size})
       self.window += 1
     if self.window == len(plan):
       self.epoch, self.window = self.epoch + 1, 0
@@ -299,8 +301,9 @@ class RnnSupernetEvaluator(Evaluator):
     return done
 
   def host_hidden(self) -> np.ndarray:
-    """The training rows' hidden state ``[batch_size, H]`` on the host."""
-    return np.asarray(jax.device_get(self.hidden)).reshape(self.rows.shape[0], -1)
+    """The hidden state of every training row ``[batch_size, H]`` on the host (every
+    process's rows: a collective on a multi-process run)."""
+    return rnn_loop.global_hidden(self.hidden)
 
   # ---- scoring --------------------------------------------------------------
 
@@ -395,7 +398,7 @@ class RnnSupernetEvaluator(Evaluator):
     if self.step != record.get("step"):
       raise ValueError(f"rnn supernet checkpoint: step {self.step} but its record says "
                        f"{record.get('step')}; the checkpoint is corrupt. Use a new workdir.")
-    self.hidden = self._shard(np.asarray(arrays["hidden"], np.float32))
+    self.hidden = self._shard(rnn_loop.host_rows(np.asarray(arrays["hidden"], np.float32)))
     self.epoch, self.window = int(record["epoch"]), int(record["window"])
     print(f"resumed at rnn supernet step {self.step} (epoch {self.epoch + 1}, window "
           f"{self.window})", flush=True)

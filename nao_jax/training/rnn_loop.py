@@ -12,9 +12,11 @@ last ``nonmono`` epochs, or after epoch ``asgd_epoch`` when that is set. The
 parameters (the average, under ASGD) with the best validation perplexity are
 kept and evaluated on the test stream at the end.
 
-The train step runs data-parallel (``jax.pmap`` over local devices, the batch's
-rows split over them); evaluation runs on one device at ``eval_batch_size`` /
-``test_batch_size`` rows. A checkpoint is written after every epoch (and on
+The train step runs data-parallel (``jax.pmap`` over the local devices, the
+batch's rows split over them; on a multi-process run over every process's
+devices, each process feeding its share of the rows, and the run ends by
+checking that every process holds the same parameters); evaluation runs on one
+device at ``eval_batch_size`` / ``test_batch_size`` rows. A checkpoint is written after every epoch (and on
 SIGTERM): the state with the ASGD average, the best parameters, the hidden state
 and the position in the epoch's window plan, which is a function of (seed,
 epoch), so a resumed run repeats an uninterrupted one exactly. TensorBoard
@@ -212,12 +214,13 @@ def _switch_to_asgd(config: ml_collections.ConfigDict, epoch: int, history: list
           and valid_loss > min(history[:-nonmono]))
 
 
-def _host_rows(rows: np.ndarray) -> np.ndarray:
+def host_rows(rows: np.ndarray) -> np.ndarray:
+  """This process's share ``[batch / processes, ...]`` of the global batch's ``rows``."""
   share = rows.shape[0] // jax.process_count()
   return rows[jax.process_index() * share:(jax.process_index() + 1) * share]
 
 
-def _global_hidden(hidden: jax.Array) -> np.ndarray:
+def global_hidden(hidden: jax.Array) -> np.ndarray:
   """The hidden state of every row of the global batch, ``[batch, H]``, on every host."""
   shards = sorted(hidden.addressable_shards, key=lambda shard: shard.index[0].start or 0)
   local = np.concatenate([np.asarray(shard.data) for shard in shards]).reshape(
@@ -252,7 +255,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise configuration.ConfigError(
         "train.batch_size", f"{train_cfg.batch_size} rows leave {rows.shape[1]} tokens per "
         f"row, fewer than bptt + 2 = {train_cfg.bptt + 2}.")
-  local_rows = _host_rows(rows)
+  local_rows = host_rows(rows)
   valid_rows = (ptb.batchify(corpus.valid, train_cfg.eval_batch_size)
                 if corpus.valid is not None else None)
   test_rows = ptb.batchify(corpus.test, train_cfg.test_batch_size)
@@ -277,8 +280,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           f"window {meta['window']}) in {ckpt.directory}")
   state = step_lib.replicate(host["state"], devices)
   best = host["best"]
-  hidden = _shard(_host_rows(np.asarray(host["hidden"])), devices)
-  train_fn, eval_fn = _compiled(model, hyper, tuple(devices))
+  hidden = _shard(host_rows(np.asarray(host["hidden"])), devices)
+  train_fn, eval_fn = _compiled(model, hyper, step_lib.pmap_devices(devices))
   step_key = jax.random.fold_in(key, 1)
   num_params = rnn_model.count_params(params)
   print(f"{config.arch}: {space.to_string(arch)}; {num_params:,} parameters, vocabulary "
@@ -323,7 +326,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           losses, last_time = [], time.time()
         if preempted and done < len(plan):  # At an epoch's end, the epoch's checkpoint.
           meta.update(epoch=epoch, window=done)
-          save(_global_hidden(hidden))
+          save(global_hidden(hidden))
           raise preemption.Preempted(_preempted_message(state, ckpt))
       host_state = step_lib.unreplicate(state)
       current = host_state.average if averaging else host_state.params
@@ -350,6 +353,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       save(np.zeros((train_cfg.batch_size, model.hidden_size), np.float32))
       if preempted:
         raise preemption.Preempted(_preempted_message(state, ckpt))
+    if jax.process_count() > 1:
+      loop.check_processes_agree(step_lib.unreplicate(state.params))
     test_loss, test_ppl = perplexity(eval_fn, best, test_rows, train_cfg.bptt, devices[0])
     writer.scalars(_step(state), {"test/perplexity": test_ppl})
   finally:
