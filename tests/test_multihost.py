@@ -26,6 +26,11 @@ from nao_jax.main import CPU_COMPILE_FLAG
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CHILD = ["--config=configs/cifar_final.py:small", "--config.train.epochs=1"]
+# A collective waits up to 30 s (across processes) or 40 s (across one process's
+# devices) for its last participant by default, then aborts the process. Three
+# processes on a shared 2-core machine can fall that far behind each other.
+PATIENT_COLLECTIVES = ("--xla_cpu_collective_timeout_seconds=900 "
+                       "--xla_cpu_collective_call_terminate_timeout_seconds=900")
 PTB = pathlib.Path(os.environ["NAO_JAX_DATA"]) / "ptb" / "ptb.valid.txt"  # Set by conftest.
 needs_ptb = pytest.mark.skipif(not PTB.is_file(), reason=f"{PTB} not found")
 # A NAS-Bench-201 cell of one 1x1 convolution and skips: the network compiles in
@@ -45,7 +50,8 @@ def _run_together(commands: list[tuple[list[str], int]], timeout: float = 600) -
   processes = [subprocess.Popen(
       argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       env={**os.environ, "JAX_PLATFORMS": "cpu", "NAO_JAX_PROGRESS": "0",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {CPU_COMPILE_FLAG}"})
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {CPU_COMPILE_FLAG} "
+                        f"{PATIENT_COLLECTIVES}"})
       for argv, devices in commands]
   outputs = []
   for number, process in enumerate(processes):
