@@ -104,6 +104,12 @@ def _shared_table(relative: str, name: str) -> pathlib.Path:
   return path
 
 
+@pytest.fixture
+def needs_ptb() -> None:
+  """Skips the test unless the PTB files are beside the repo (../shared/data/ptb)."""
+  _shared_table("ptb/ptb.valid.txt", "PTB")
+
+
 @pytest.fixture(scope="session")
 def nb201_table_path() -> pathlib.Path:
   """The offline NAS-Bench-201 table beside the repo (../shared/data)."""

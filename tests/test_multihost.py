@@ -31,8 +31,6 @@ CHILD = ["--config=configs/cifar_final.py:small", "--config.train.epochs=1"]
 # processes on a shared 2-core machine can fall that far behind each other.
 PATIENT_COLLECTIVES = ("--xla_cpu_collective_timeout_seconds=900 "
                        "--xla_cpu_collective_call_terminate_timeout_seconds=900")
-PTB = pathlib.Path(os.environ["NAO_JAX_DATA"]) / "ptb" / "ptb.valid.txt"  # Set by conftest.
-needs_ptb = pytest.mark.skipif(not PTB.is_file(), reason=f"{PTB} not found")
 # A NAS-Bench-201 cell of one 1x1 convolution and skips: the network compiles in
 # seconds (a nasnet cell takes a minute on two cores).
 CELL = "|nor_conv_1x1~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|"
@@ -119,7 +117,7 @@ def test_child_training_on_2_processes_equals_1_process(tmp_path):
   assert all("resumed from checkpoint step" in output for output in again)
 
 
-@needs_ptb
+@pytest.mark.usefixtures("needs_ptb")
 def test_ptb_training_on_2_processes_equals_1_process(tmp_path):
   """The rows of the training stream are split over the processes, their
   gradients averaged over both (each process used to train alone)."""
@@ -174,7 +172,7 @@ def test_nao_ws_job_on_2_processes_equals_1_process(tmp_path):
   assert best["final_test_accuracy"] > 0
 
 
-@needs_ptb
+@pytest.mark.usefixtures("needs_ptb")
 @pytest.mark.slow  # About 4 minutes: the recurrent supernet's search, re-ranking, training.
 def test_ptb_nao_ws_job_on_2_processes_equals_1_process(tmp_path):
   """The recurrent supernet splits its training rows and their hidden state over

@@ -172,12 +172,6 @@ def _unigram_perplexity(config):
   return float(np.exp(-np.mean(np.log(counts[corpus.test] / counts.sum()))))
 
 
-@pytest.fixture
-def needs_ptb():
-  if not (SHARED_DATA / "ptb" / "ptb.valid.txt").is_file():
-    pytest.skip(f"PTB valid/test files not found in {SHARED_DATA / 'ptb'}")
-
-
 def test_the_trained_cell_is_a_published_name_or_an_rnn_arch_file(tmp_path):
   space, cell = known.get("NAO-WS-PTB")
   path = tmp_path / "best_arch.json"

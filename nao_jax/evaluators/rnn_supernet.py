@@ -260,11 +260,8 @@ class RnnSupernetEvaluator(Evaluator):
     return int(self.state.step[0])
 
   def _shard(self, rows: np.ndarray) -> jax.Array:
-    """``rows`` ``[R, ...]`` as ``[devices, R / devices, ...]``, sharded as ``pmap``
-    outputs are (no second compilation)."""
-    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(self.devices), (AXIS,)),
-                                          jax.sharding.PartitionSpec(AXIS))
-    return jax.device_put(rows.reshape(len(self.devices), -1, *rows.shape[1:]), sharding)
+    """``rows`` ``[R, ...]`` as ``[devices, R / devices, ...]`` (``rnn_loop.shard``)."""
+    return rnn_loop.shard(rows, self.devices)
 
   def plan(self, epoch: int) -> list[tuple[int, int]]:
     """The windows of 0-based ``epoch`` (a function of ``(seed, epoch)``)."""

@@ -16,12 +16,12 @@ The train step runs data-parallel (``jax.pmap`` over the local devices, the
 batch's rows split over them; on a multi-process run over every process's
 devices, each process feeding its share of the rows, and the run ends by
 checking that every process holds the same parameters); evaluation runs on one
-device at ``eval_batch_size`` / ``test_batch_size`` rows. A checkpoint is written after every epoch (and on
-SIGTERM): the state with the ASGD average, the best parameters, the hidden state
-and the position in the epoch's window plan, which is a function of (seed,
-epoch), so a resumed run repeats an uninterrupted one exactly. TensorBoard
-scalars go to ``workdir/tb/train``; ``workdir/results.json`` records the
-perplexities at the end.
+device at ``eval_batch_size`` / ``test_batch_size`` rows. A checkpoint is
+written after every epoch (and on SIGTERM): the state with the ASGD average,
+the best parameters, the hidden state and the position in the epoch's window
+plan, which is a function of (seed, epoch), so a resumed run repeats an
+uninterrupted one exactly. TensorBoard scalars go to ``workdir/tb/train``;
+``workdir/results.json`` records the perplexities at the end.
 """
 
 from __future__ import annotations
@@ -222,15 +222,15 @@ def host_rows(rows: np.ndarray) -> np.ndarray:
 
 def global_hidden(hidden: jax.Array) -> np.ndarray:
   """The hidden state of every row of the global batch, ``[batch, H]``, on every host."""
-  shards = sorted(hidden.addressable_shards, key=lambda shard: shard.index[0].start or 0)
-  local = np.concatenate([np.asarray(shard.data) for shard in shards]).reshape(
+  pieces = sorted(hidden.addressable_shards, key=lambda piece: piece.index[0].start or 0)
+  local = np.concatenate([np.asarray(piece.data) for piece in pieces]).reshape(
       -1, hidden.shape[-1])
   if jax.process_count() == 1:
     return local
   return np.asarray(multihost_utils.process_allgather(local, tiled=True))
 
 
-def _shard(array: np.ndarray, devices: list[Any]) -> jax.Array:
+def shard(array: np.ndarray, devices: list[Any]) -> jax.Array:
   """``array`` ``[rows, ...]`` as ``[devices, rows / devices, ...]`` split over ``devices``,
   sharded as ``pmap``'s outputs are (``step.replicate``), so no second compilation."""
   sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), (AXIS,)),
@@ -280,7 +280,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           f"window {meta['window']}) in {ckpt.directory}")
   state = step_lib.replicate(host["state"], devices)
   best = host["best"]
-  hidden = _shard(host_rows(np.asarray(host["hidden"])), devices)
+  hidden = shard(host_rows(np.asarray(host["hidden"])), devices)
   train_fn, eval_fn = _compiled(model, hyper, step_lib.pmap_devices(devices))
   step_key = jax.random.fold_in(key, 1)
   num_params = rnn_model.count_params(params)
@@ -313,8 +313,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         chunk = np.zeros((local_rows.shape[0], padded + 1), np.int32)
         chunk[:, :length + 1] = local_rows[:, start:start + length + 1]
         rate = np.float32(train_cfg.learning_rate * length / train_cfg.bptt)
-        state, hidden, metrics = train_fn(state, hidden, _shard(chunk[:, :-1], devices),
-                                          _shard(chunk[:, 1:], devices), np.int32(length), rate,
+        state, hidden, metrics = train_fn(state, hidden, shard(chunk[:, :-1], devices),
+                                          shard(chunk[:, 1:], devices), np.int32(length), rate,
                                           averaging, step_key)
         losses.append(metrics)
         bar.update(1 / len(plan))
@@ -349,7 +349,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if valid_loss is not None:
           meta["history"].append(valid_loss)
       meta.update(epoch=epoch + 1, window=0)
-      hidden = _shard(np.zeros((local_rows.shape[0], model.hidden_size), np.float32), devices)
+      hidden = shard(np.zeros((local_rows.shape[0], model.hidden_size), np.float32), devices)
       save(np.zeros((train_cfg.batch_size, model.hidden_size), np.float32))
       if preempted:
         raise preemption.Preempted(_preempted_message(state, ckpt))
