@@ -260,8 +260,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       if preempted:
         raise preemption.Preempted(f"SIGTERM at step {done}: saved checkpoint {done} in "
                         f"{ckpt.directory}; run the same command again to resume.")
-    if jax.process_count() > 1:
-      check_processes_agree(step_lib.unreplicate(state.params))
+    check_processes_agree(state.params)
     test = evaluate(eval_fn, state, data.test, config.train.eval_batch_size, len(devices))
     # Before the writer closes: one event file per run.
     writer.scalars(length.total_steps, {"test/accuracy": test})
@@ -293,11 +292,14 @@ def parameter_digest(params: Any) -> str:
   return digest.hexdigest()
 
 
-def check_processes_agree(params: Any) -> None:
+def check_processes_agree(replicated_params: Any) -> None:
   """Raises ``RuntimeError`` unless every process of a multi-process run holds
-  the same ``params`` (host arrays): a process whose gradients were not averaged
-  with the others' diverges. Prints this process's digest."""
-  digest = parameter_digest(params)
+  the same ``replicated_params`` (``step.replicate``d): a process whose gradients
+  were not averaged with the others' diverges. Prints this process's digest; with
+  one process there is nothing to compare and it does nothing."""
+  if jax.process_count() == 1:
+    return
+  digest = parameter_digest(step_lib.unreplicate(replicated_params))
   print(f"process {jax.process_index()}/{jax.process_count()}: parameters sha256 {digest}",
         flush=True)
   as_bytes = np.frombuffer(bytes.fromhex(digest), np.uint8)

@@ -353,8 +353,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       save(np.zeros((train_cfg.batch_size, model.hidden_size), np.float32))
       if preempted:
         raise preemption.Preempted(_preempted_message(state, ckpt))
-    if jax.process_count() > 1:
-      loop.check_processes_agree(step_lib.unreplicate(state.params))
+    loop.check_processes_agree(state.params)
     test_loss, test_ppl = perplexity(eval_fn, best, test_rows, train_cfg.bptt, devices[0])
     writer.scalars(_step(state), {"test/perplexity": test_ppl})
   finally:
