@@ -1,7 +1,7 @@
-"""Where NAO's asks come from, round by round, in one run on a NAS-Bench-201 table.
+"""Where NAO's asks come from, round by round, in runs on a NAS-Bench-201 table.
 
-  python benchmarks/nao_candidates.py --benchmark=nb201-c10 --seed=3
-  python benchmarks/nao_candidates.py --benchmark=nb201-c100 --seed=3 --set=nao.initial_pool=10
+  python benchmarks/nao_candidates.py --benchmark=nb201-c10 --seeds=3
+  python benchmarks/nao_candidates.py --benchmark=nb201-c10 --seeds=0:20 --budget=100 --bananas
 
 Runs the search loop as ``benchmarks/nb201_search.py`` does (same config, same
 ``--set`` overrides) and, at every NAO round, records the candidates the
@@ -12,8 +12,20 @@ candidates of each kind, how many of the asked came from decoding, the Kendall
 tau between predicted and table search metric over all candidates and over the
 neighbours, the best search metric among the candidates and among those asked,
 whether the table's best arch (the optimum) was a candidate and whether it was asked, and the
-best search metric found so far. A diagnostic: it reads the strategy's candidates
-by wrapping those two functions, and changes nothing of what the run asks.
+best search metric found so far.
+
+``--bananas`` also fits BANANAS' predictor (``strategies.bananas`` at its
+defaults: an ensemble of MLPs on the path encoding) on the same told archs and
+ranks the same candidates by its ensemble mean: its tau, and whether the optimum
+would have been among its best ``n`` (n: the candidates NAO asked that round),
+and the best search metric among those ``n``. With
+several seeds, a summary follows: over the rounds before a run found the optimum,
+how often it was a candidate, how often NAO asked it, how often BANANAS' ranking
+would have, the mean taus of the two predictors, and the mean best search metric
+each would have asked.
+
+A diagnostic: it reads the strategy's candidates by wrapping those two
+functions, and changes nothing of what the run asks.
 """
 
 from __future__ import annotations
@@ -28,29 +40,39 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import nb201_search  # noqa: E402  (sets the data path and the repo's import path)
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--benchmark", default="nb201-c10",
-                      choices=[b for b in nb201_search.BENCHMARKS if b.startswith("nb201")])
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--budget", type=int, default=200)
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
-  args = parser.parse_args(argv)
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+def bananas_ranking(space, told_tokens, told_scores, candidate_tokens, seed: int):
+  """BANANAS' ensemble mean, fitted at its defaults on the told archs (int32
+  ``[N, L]``, float ``[N]``), at the candidates ``[C, L]``: float ``[C]``."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from nao_jax.strategies import bananas, surrogate  # pylint: disable=g-import-not-at-top
+  c = bananas.default_config()
+  told = bananas.encode(space, [space.decode(row) for row in told_tokens])
+  targets = (told_scores - told_scores.mean()) / (told_scores.std() or 1.0)
+  model = bananas.MLP(c.layers, c.width)
+  params = surrogate.fit(model, (told,), targets, jax.random.key(seed), epochs=c.epochs,
+                         batch_size=c.batch_size, learning_rate=c.learning_rate,
+                         weight_decay=0.0, loss="mae", ensemble=c.ensemble)
+  candidates = bananas.encode(space, [space.decode(row) for row in candidate_tokens])
+  return np.asarray(surrogate.predict(model, params, (candidates,))).mean(0)
 
+
+def run_seed(args, seed: int, rows: list[dict]) -> None:
+  """Runs NAO on one seed, prints its rounds and appends one dict per round to ``rows``."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from scipy import stats  # pylint: disable=g-import-not-at-top
   from nao_jax import controller, evaluators, search  # pylint: disable=g-import-not-at-top
   from nao_jax.strategies import nao  # pylint: disable=g-import-not-at-top
 
   config = nb201_search.benchmark_config(args.benchmark, "nao", tuple(args.set))
-  config.seed, config.budget = args.seed, args.budget
+  config.seed, config.budget = seed, args.budget
   _, evaluator, strategy, state, _ = search.setup(config)
   table = evaluators.build_plain(config)  # For the candidates' scores.
   search_all, _ = table.all_scores()
   optimum = np.round(search_all.max(), nb201_search.DECIMALS)
 
   candidates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+  told_set: dict[str, np.ndarray] = {}
   generate, neighbours = controller.generate, nao._neighbours  # pylint: disable=protected-access
 
   def recording_generate(*a, **k):
@@ -61,24 +83,31 @@ def main(argv: list[str] | None = None) -> None:
   def recording_neighbours(nao_state, tokens):
     found, predicted = neighbours(nao_state, tokens)
     candidates["neighbours"] = (np.asarray(found), np.asarray(predicted))
+    told_set["tokens"], told_set["scores"] = nao_state.archive.tokens, nao_state.archive.scores
     return found, predicted
 
   controller.generate, nao._neighbours = recording_generate, recording_neighbours  # pylint: disable=protected-access
-  print(f"{args.benchmark}, seed {args.seed}, NAO {' '.join(args.set) or '(defaults)'}; "
+  print(f"\n{args.benchmark}, seed {seed}, NAO {' '.join(args.set) or '(defaults)'}; "
         f"table's best {table.search_metric}: {optimum:.2f}")
-  print("| evals told | decoded | neighbours | asked decoded | tau | tau neighbours "
-        "| best candidate | best asked | optimum a candidate | optimum asked | best so far |")
-  print("|" + "---|" * 11)
+  header = ("| evals told | decoded | neighbours | asked decoded | tau | tau neighbours "
+            "| best candidate | best asked | optimum a candidate | optimum asked | best so far |")
+  columns = 11
+  if args.bananas:
+    header += " tau BANANAS | best in BANANAS' top n | optimum in BANANAS' top n |"
+    columns += 3
+  print(header)
+  print("|" + "---|" * columns)
   told, best_so_far = 0, -np.inf
   try:
     for result in search.rounds(strategy, state, evaluator, args.budget):
       scores = [r["score"] for r in result.records]
       if candidates:
-        kinds, predicted, true, hashes = [], [], [], []
+        kinds, predicted, true, hashes, tokens_all = [], [], [], [], []
         for kind in ("decoded", "neighbours"):
-          tokens, values = candidates.get(kind, (np.zeros((0, 0)), np.zeros(0)))
+          tokens, values = candidates.get(kind, (np.zeros((0, 0), np.int32), np.zeros(0)))
           kinds += [kind] * len(values)
           predicted += list(values)
+          tokens_all += list(tokens)
           archs = [table.space.decode(row) for row in tokens]
           hashes += [table.space.arch_hash(arch) for arch in archs]
           true += [np.round(e.score, nb201_search.DECIMALS) for e in table.evaluate(archs)]
@@ -89,17 +118,72 @@ def main(argv: list[str] | None = None) -> None:
         near = kinds == "neighbours"
         tau = stats.kendalltau(predicted, true)[0] if len(true) > 2 else np.nan
         tau_near = stats.kendalltau(predicted[near], true[near])[0] if near.sum() > 2 else np.nan
-        print(f"| {told} | {int((~near).sum())} | {int(near.sum())} | "
-              f"{int((~near[asked]).sum())} | {tau:.2f} | {tau_near:.2f} | {true.max():.2f} | "
-              f"{true[asked].max() if asked.any() else np.nan:.2f} | "
-              f"{bool((true >= optimum).any())} | "
-              f"{bool((true[asked] >= optimum).any())} | {max(best_so_far, *scores):.2f} |",
-              flush=True)
+        row = dict(seed=seed, told=told, found_before=best_so_far >= optimum,
+                   candidate=bool((true >= optimum).any()),
+                   asked=bool((true[asked] >= optimum).any()), tau=tau,
+                   best_asked=true[asked].max() if asked.any() else np.nan)
+        line = (f"| {told} | {int((~near).sum())} | {int(near.sum())} | "
+                f"{int((~near[asked]).sum())} | {tau:.2f} | {tau_near:.2f} | {true.max():.2f} | "
+                f"{row['best_asked']:.2f} | {row['candidate']} | "
+                f"{row['asked']} | {max(best_so_far, *scores):.2f} |")
+        if args.bananas:
+          ranked = bananas_ranking(table.space, told_set["tokens"], told_set["scores"],
+                                   np.stack(tokens_all), seed * 1000 + told)
+          top = np.argsort(-ranked, kind="stable")[:int(asked.sum())]
+          row["tau_bananas"] = stats.kendalltau(ranked, true)[0] if len(true) > 2 else np.nan
+          row["bananas_best"] = true[top].max() if len(top) else np.nan
+          row["bananas_asks"] = bool((true[top] >= optimum).any())
+          line += f" {row['tau_bananas']:.2f} | {row['bananas_best']:.2f} | {row['bananas_asks']} |"
+        print(line, flush=True)
+        rows.append(row)
         candidates.clear()
       told += len(scores)
       best_so_far = max(best_so_far, *scores)
   finally:
     controller.generate, nao._neighbours = generate, neighbours  # pylint: disable=protected-access
+
+
+def summarise(rows: list[dict], bananas: bool) -> None:
+  """Prints, over the rounds before each run found the optimum, how often it was a
+  candidate and asked, and the predictors' mean taus."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  searching = [r for r in rows if not r["found_before"]]
+  seeds = sorted({r["seed"] for r in rows})
+  print(f"\nSummary over {len(searching)} rounds of {len(seeds)} runs before each found the "
+        "optimum:")
+  print(f"- the optimum was a candidate in {sum(r['candidate'] for r in searching)}; "
+        f"NAO asked it in {sum(r['asked'] for r in searching)}"
+        + (f", BANANAS' ranking of the same candidates would have in "
+           f"{sum(r['bananas_asks'] for r in searching)}" if bananas else ""))
+  print(f"- runs that never found it: "
+        f"{len(seeds) - len({r['seed'] for r in rows if r['found_before'] or r['asked']})}")
+  print(f"- mean Kendall tau over the candidates: NAO {np.nanmean([r['tau'] for r in searching]):.3f}"
+        + (f", BANANAS {np.nanmean([r['tau_bananas'] for r in searching]):.3f}"
+           if bananas else ""))
+  print(f"- mean best search metric of the asked candidates: NAO "
+        f"{np.nanmean([r['best_asked'] for r in searching]):.3f}"
+        + (f", BANANAS' top n {np.nanmean([r['bananas_best'] for r in searching]):.3f}"
+           if bananas else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--benchmark", default="nb201-c10",
+                      choices=[b for b in nb201_search.BENCHMARKS if b.startswith("nb201")])
+  parser.add_argument("--seeds", "--seed", default="0", help="a seed, or A:B for seeds A..B-1")
+  parser.add_argument("--budget", type=int, default=200)
+  parser.add_argument("--bananas", action="store_true",
+                      help="also rank the candidates by BANANAS' predictor")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+  args = parser.parse_args(argv)
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  seeds = (nb201_search._seed_range(args.seeds) if ":" in args.seeds  # pylint: disable=protected-access
+           else [int(args.seeds)])
+  rows: list[dict] = []
+  for seed in seeds:
+    run_seed(args, seed, rows)
+  if len(seeds) > 1 or args.bananas:
+    summarise(rows, args.bananas)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import sys
 
 import pytest
@@ -97,9 +98,10 @@ def test_compare_variants_pairs_runs_by_seed(tmp_path, capsys):
 
 def test_nao_candidates_reports_each_nao_round(capsys):
   import nao_candidates  # pylint: disable=g-import-not-at-top
-  nao_candidates.main(["--benchmark=nb201-c10", "--seed=0", "--budget=30",
+  nao_candidates.main(["--benchmark=nb201-c10", "--seed=0", "--budget=30", "--bananas",
                        "--set=nao.initial_pool=10", "--set=nao.controller.train.epochs=2"])
-  rows = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines()
+  out = capsys.readouterr().out
+  rows = [line.strip("|").split("|") for line in out.splitlines()
           if line.startswith("| ") and not line.startswith("| evals")]
   assert [int(row[0]) for row in rows] == [10, 20]  # The rounds after the random 10.
   for row in rows:
@@ -107,3 +109,10 @@ def test_nao_candidates_reports_each_nao_round(capsys):
     assert decoded + neighbours >= 10 and 0 <= asked_decoded <= min(decoded, 10)
     best_candidate, best_asked, best_so_far = float(row[6]), float(row[7]), float(row[10])
     assert best_asked <= best_candidate and best_asked <= best_so_far
+    tau_bananas, best_bananas = float(row[11]), float(row[12])
+    assert -1 <= tau_bananas <= 1 and best_bananas <= best_candidate
+    assert row[13].strip() == "False" or row[8].strip() == "True"  # Asked only if a candidate.
+  counts = re.search(r"a candidate in (\d+); NAO asked it in (\d+), BANANAS' ranking of the "
+                     r"same candidates would have in (\d+)", out)
+  candidate, nao_asked, bananas_asked = map(int, counts.groups())
+  assert nao_asked <= candidate and bananas_asked <= candidate
