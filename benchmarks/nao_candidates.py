@@ -118,7 +118,8 @@ def run_seed(args, seed: int, rows: list[dict]) -> None:
         near = kinds == "neighbours"
         tau = stats.kendalltau(predicted, true)[0] if len(true) > 2 else np.nan
         tau_near = stats.kendalltau(predicted[near], true[near])[0] if near.sum() > 2 else np.nan
-        row = dict(seed=seed, told=told, found_before=best_so_far >= optimum,
+        found_before = np.round(best_so_far, nb201_search.DECIMALS) >= optimum
+        row = dict(seed=seed, told=told, found_before=bool(found_before),
                    candidate=bool((true >= optimum).any()),
                    asked=bool((true[asked] >= optimum).any()), tau=tau,
                    best_asked=true[asked].max() if asked.any() else np.nan)
