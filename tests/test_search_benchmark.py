@@ -99,6 +99,7 @@ def test_compare_variants_pairs_runs_by_seed(tmp_path, capsys):
 def test_nao_candidates_reports_each_nao_round(capsys):
   import nao_candidates  # pylint: disable=g-import-not-at-top
   nao_candidates.main(["--benchmark=nb201-c10", "--seed=0", "--budget=30", "--bananas",
+                       "--bananas_inputs=path,embedding",
                        "--set=nao.initial_pool=10", "--set=nao.controller.train.epochs=2"])
   out = capsys.readouterr().out
   rows = [line.strip("|").split("|") for line in out.splitlines()
@@ -109,10 +110,14 @@ def test_nao_candidates_reports_each_nao_round(capsys):
     assert decoded + neighbours >= 10 and 0 <= asked_decoded <= min(decoded, 10)
     best_candidate, best_asked, best_so_far = float(row[6]), float(row[7]), float(row[10])
     assert best_asked <= best_candidate and best_asked <= best_so_far
-    tau_bananas, best_bananas = float(row[11]), float(row[12])
-    assert -1 <= tau_bananas <= 1 and best_bananas <= best_candidate
-    assert row[13].strip() == "False" or row[8].strip() == "True"  # Asked only if a candidate.
+    assert len(row) == 17  # Three columns for each of BANANAS' two inputs.
+    for first in (11, 14):
+      tau_bananas, best_bananas = float(row[first]), float(row[first + 1])
+      assert -1 <= tau_bananas <= 1 and best_bananas <= best_candidate
+      # Asked only if a candidate.
+      assert row[first + 2].strip() == "False" or row[8].strip() == "True"
   counts = re.search(r"a candidate in (\d+); NAO asked it in (\d+), BANANAS' ranking of the "
-                     r"same candidates would have in (\d+)", out)
-  candidate, nao_asked, bananas_asked = map(int, counts.groups())
-  assert nao_asked <= candidate and bananas_asked <= candidate
+                     r"same candidates would have in (\d+), BANANAS' \(on embedding\) ranking "
+                     r"of the same candidates would have in (\d+)", out)
+  candidate, *asked = map(int, counts.groups())
+  assert all(n <= candidate for n in asked)
