@@ -54,11 +54,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "reference":
     # NAO's own selection (reference §5-6): the first unseen archs decoded from
     # the top-100, no predictor ranking of candidates, no local candidates,
-    # after 20 random archs (the reference's pool of 600 in 1,000, scaled down).
+    # after 20 random archs (the reference's pool of 600 in 1,000, scaled down),
+    # the predictor on the embedding.
     config.nao.initial_pool = 20
     config.nao.candidates_per_round = 0
     config.nao.neighbours_of_top = 0
     config.nao.controller.train.epochs = 300
+    config.nao.controller.predictor.input = "embedding"  # The reference's predictor input.
   if arg == "small":
     config.budget = 30
     config.nao.new_per_round = 5

@@ -78,6 +78,31 @@ def test_encoder_outputs_are_normalised_and_embedding_is_their_normalised_mean(n
                                                                        keepdims=True), rtol=1e-5)
 
 
+def test_predictor_on_the_outputs_reads_each_position(nb201):
+  """``predictor.input=outputs``: the predictor reads every encoder step ``[B, T * H]``,
+  so swapping two steps changes the prediction; on the embedding (their mean) it does
+  not. An invalid input is refused with the field named."""
+  tokens = jnp.asarray(sample_tokens(nb201, 4))
+  predictions = {}
+  for kind in ("embedding", "outputs"):
+    config = controller.default_config("nb201")
+    config.predictor.input = kind
+    state = controller.init(jax.random.key(0), nb201, config)
+    steps = state.settings.encoder_length
+    width = state.params["predictor"]["hidden_0"]["kernel"].shape[0]
+    assert width == (steps * state.settings.hidden_size if kind == "outputs"
+                     else state.settings.hidden_size)
+    outputs = state.apply_fn({"params": state.params}, tokens, method="encode")
+    swapped = outputs[:, ::-1]
+    predict = lambda o, s=state: s.apply_fn({"params": s.params}, o, method="predict")
+    predictions[kind] = np.abs(np.asarray(predict(outputs) - predict(swapped))).max()
+  assert predictions["embedding"] < 1e-6 < predictions["outputs"]
+  config = controller.default_config("nb201")
+  config.predictor.input = "mean"
+  with pytest.raises(ValueError, match="predictor.input='mean'"):
+    controller.init(jax.random.key(0), nb201, config)
+
+
 def test_lstm_custom_vjp_matches_autodiff_of_a_plain_scan():
   def plain(projected, kernel, state):
     def step(carry, x):

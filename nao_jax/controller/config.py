@@ -18,6 +18,7 @@ from nao_jax.spaces import base
 
 TARGET_TRANSFORMS = ("minmax", "rank", "standardize")
 LR_SCHEDULES = ("constant", "cosine")
+PREDICTOR_INPUTS = ("embedding", "outputs")
 
 # Per-space overrides of the NAO-WS CNN defaults.
 _SPACE_DEFAULTS = {
@@ -47,7 +48,10 @@ def default_config(space_name: str = "nasnet") -> ml_collections.ConfigDict:
   c.predictor = ml_collections.ConfigDict(dict(
       layers=overrides.get("mlp_layers", 3),
       width=200,
-      dropout=overrides.get("mlp_dropout", 0.1)))
+      dropout=overrides.get("mlp_dropout", 0.1),
+      # embedding (reference): the normalised mean of the encoder outputs;
+      # outputs: every encoder step's output, concatenated (see model.Controller).
+      input="embedding"))
   c.decoder = ml_collections.ConfigDict(dict(
       hidden_size=96,  # Must equal encoder.hidden_size: (h0, c0) = (embedding, embedding).
       dropout=0.0))
@@ -82,6 +86,7 @@ class Settings:
   mlp_layers: int
   mlp_width: int
   mlp_dropout: float
+  predictor_input: str
   decoder_dropout: float
   epochs: int
   batch_size: int
@@ -104,6 +109,7 @@ class Settings:
                 encoder_length=self.encoder_length, embedding_size=self.embedding_size,
                 hidden_size=self.hidden_size, mlp_layers=self.mlp_layers,
                 mlp_width=self.mlp_width, mlp_dropout=self.mlp_dropout,
+                predictor_input=self.predictor_input,
                 encoder_dropout=self.encoder_dropout, decoder_dropout=self.decoder_dropout)
 
 
@@ -145,6 +151,10 @@ def settings_from_config(config: ml_collections.ConfigDict, space: base.SearchSp
   if train.target_transform not in TARGET_TRANSFORMS:
     raise ValueError(f"train.target_transform={train.target_transform!r}; choose one of "
                      f"{list(TARGET_TRANSFORMS)}.")
+  predictor_input = config.predictor.get("input", "embedding")
+  if predictor_input not in PREDICTOR_INPUTS:
+    raise ValueError(f"predictor.input={predictor_input!r}; choose one of "
+                     f"{list(PREDICTOR_INPUTS)}.")
   if train.lr_schedule not in LR_SCHEDULES:
     raise ValueError(f"train.lr_schedule={train.lr_schedule!r}; choose one of "
                      f"{list(LR_SCHEDULES)}.")
@@ -164,6 +174,7 @@ def settings_from_config(config: ml_collections.ConfigDict, space: base.SearchSp
       mlp_layers=_positive(config.predictor.layers, "predictor.layers", allow_zero=True),
       mlp_width=_positive(config.predictor.width, "predictor.width"),
       mlp_dropout=_rate(config.predictor.dropout, "predictor.dropout"),
+      predictor_input=predictor_input,
       decoder_dropout=_rate(config.decoder.dropout, "decoder.dropout"),
       epochs=_positive(train.epochs, "train.epochs"),
       batch_size=batch_size,

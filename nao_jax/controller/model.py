@@ -284,6 +284,10 @@ class Controller(nn.Module):
   Attributes:
     vocab_size, length, encoder_length, embedding_size, hidden_size: see ``Encoder``.
     mlp_layers, mlp_width, mlp_dropout: see ``Predictor``.
+    predictor_input: what the predictor reads: ``embedding`` (the reference: the
+      normalised mean of the encoder outputs ``[B, H]``) or ``outputs`` (every
+      encoder step's output, concatenated ``[B, T * H]``, which keeps what each
+      position holds; the gradient step moves the outputs either way).
     encoder_dropout, decoder_dropout: dropout on the token embeddings.
   """
   vocab_size: int
@@ -294,6 +298,7 @@ class Controller(nn.Module):
   mlp_layers: int
   mlp_width: int
   mlp_dropout: float
+  predictor_input: str = "embedding"
   encoder_dropout: float = 0.0
   decoder_dropout: float = 0.0
 
@@ -309,7 +314,15 @@ class Controller(nn.Module):
 
   def predict(self, encoder_outputs: Array, train: bool = False) -> Array:
     """Encoder outputs ``[B, T, H]`` -> predicted score ``[B]`` in (0, 1)."""
-    return self.predictor(embedding_of(encoder_outputs), train)
+    return self.predictor(self._predictor_input(encoder_outputs, embedding_of(encoder_outputs)),
+                          train)
+
+  def _predictor_input(self, encoder_outputs: Array, embedding: Array) -> Array:
+    """Encoder outputs ``[B, T, H]`` and their embedding ``[B, H]`` -> the predictor's
+    input: the embedding, or the outputs concatenated ``[B, T * H]``."""
+    if self.predictor_input == "outputs":
+      return encoder_outputs.reshape(encoder_outputs.shape[0], -1)
+    return embedding
 
   def decode_greedy(self, encoder_outputs: Array, allowed: Array) -> Array:
     """Encoder outputs ``[B, T, H]`` -> greedy masked tokens int32 ``[B, L]``."""
@@ -323,6 +336,6 @@ class Controller(nn.Module):
     """
     encoder_outputs = self.encode(tokens, train)
     embedding = embedding_of(encoder_outputs)
-    pred = self.predictor(embedding, train)
+    pred = self.predictor(self._predictor_input(encoder_outputs, embedding), train)
     logits = self.decoder(encoder_outputs, embedding, tokens, train)
     return pred, logits, {"encoder_outputs": encoder_outputs, "embedding": embedding}
