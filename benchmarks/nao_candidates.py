@@ -49,7 +49,7 @@ import nb201_search  # noqa: E402  (sets the data path and the repo's import pat
 FEATURES = ("path", "one_hot", "embedding")
 
 
-def features(kind: str, space, nao_controller, tokens) -> np.ndarray:
+def features(kind: str, space, nao_controller, tokens):
   """float32 ``[N, D]`` of the archs ``tokens`` (int32 ``[N, L]``) as BANANAS' MLPs
   take them: ``path`` (its path encoding), ``one_hot`` (the space's one-hot), or
   ``embedding`` (NAO's arch embedding ``[N, H]`` under the controller it ranked with)."""
@@ -162,11 +162,13 @@ def run_seed(args, seed: int, rows: list[dict]) -> None:
                 f"{int((~near[asked]).sum())} | {tau:.2f} | {tau_near:.2f} | {true.max():.2f} | "
                 f"{row['best_asked']:.2f} | {row['candidate']} | "
                 f"{row['asked']} | {max(best_so_far, *scores):.2f} |")
+        candidate_tokens = np.stack(tokens_all)
         for kind in args.bananas_inputs:
-          def featurise(tokens, kind=kind):
-            return features(kind, table.space, told_set["controller"], tokens)
-          ranked = bananas_ranking(featurise(told_set["tokens"]), told_set["scores"],
-                                   featurise(np.stack(tokens_all)), seed * 1000 + told)
+          told_features, candidate_features = (
+              features(kind, table.space, told_set["controller"], tokens)
+              for tokens in (told_set["tokens"], candidate_tokens))
+          ranked = bananas_ranking(told_features, told_set["scores"], candidate_features,
+                                   seed * 1000 + told)
           top = np.argsort(-ranked, kind="stable")[:int(asked.sum())]
           row[f"tau_{kind}"] = stats.kendalltau(ranked, true)[0] if len(true) > 2 else np.nan
           row[f"best_{kind}"] = true[top].max() if len(top) else np.nan
